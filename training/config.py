@@ -1,0 +1,73 @@
+"""Training configuration: data loading, one stage's optimisation, tracking."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from infra.config import check
+
+
+@dataclass
+class DataConfig:
+    shards: str = ""  # dir with index.json, a brace pattern, or a URL
+    num_frames: int = 1  # target frames per sample (1 in stage I, 12 in II/III)
+    reference_min_distance: int = 4  # reference frame at least this many frames from the target clip
+    horizontal_flip: float = 0.5
+    num_workers: int = 1
+    shuffle_buffer: int = 16
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check(self.num_frames >= 1, "data.num_frames", "must be >= 1")
+        check(self.reference_min_distance >= 0, "data.reference_min_distance", "must be >= 0")
+        check(0.0 <= self.horizontal_flip <= 1.0, "data.horizontal_flip", "must be in [0, 1]")
+        check(self.num_workers >= 0, "data.num_workers", "must be >= 0")
+
+
+@dataclass
+class TrainConfig:
+    stage: int = 1
+    init_from: str = ""  # checkpoint folder of the previous stage (stage II/III)
+    output_dir: str = "runs/tiny"
+    max_steps: int = 10
+    batch_size: int = 1
+    grad_accum: int = 1
+    lr: float = 1e-5
+    weight_decay: float = 1e-2
+    warmup_steps: int = 0
+    max_grad_norm: float = 1.0
+    noise_offset: float = 0.05
+    min_snr_gamma: float = 0.0  # 0 disables min-SNR weighting
+    mouth_loss_weight: float = 100.0
+    uncond_ratio: float = 0.1  # CFG dropout of all conditions together
+    reference_drop_rate: float = 0.2  # per frame, stages II/III
+    kps_drop_rate: float = 0.5  # per frame, stages II/III
+    gradient_checkpointing: bool = False
+    zero_stage: int = 2
+    precision: str = "auto"  # auto: bf16 on GPU, fp32 on CPU
+    checkpoint_every: int = 5
+    keep_last: int = 2
+    validate_every: int = 0
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        check(self.stage in (1, 2, 3), "train.stage", f"must be 1, 2 or 3, got {self.stage}")
+        check(self.max_steps >= 1, "train.max_steps", "must be >= 1")
+        check(self.batch_size >= 1, "train.batch_size", "must be >= 1")
+        check(self.grad_accum >= 1, "train.grad_accum", "must be >= 1")
+        check(self.lr > 0, "train.lr", f"must be > 0, got {self.lr}")
+        for name in ("uncond_ratio", "reference_drop_rate", "kps_drop_rate"):
+            v = getattr(self, name)
+            check(0.0 <= v <= 1.0, f"train.{name}", f"must be in [0, 1], got {v}")
+        check(self.mouth_loss_weight >= 0, "train.mouth_loss_weight", "must be >= 0")
+        check(self.zero_stage in (0, 1, 2, 3), "train.zero_stage", "must be 0..3")
+        check(self.precision in ("auto", "fp32", "bf16", "fp16"), "train.precision", "must be auto|fp32|bf16|fp16")
+        check(self.keep_last >= 1, "train.keep_last", "must be >= 1")
+
+
+@dataclass
+class TrackingConfig:
+    tracking_uri: str = ""  # empty -> sqlite:///<output root>/mlflow.db
+    experiment: str = "vexpress"
+    run_name: str = ""
+    tags: dict[str, str] = field(default_factory=dict)
