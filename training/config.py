@@ -14,14 +14,17 @@ class DataConfig:
     reference_min_distance: int = 4  # reference frame at least this many frames from the target clip
     horizontal_flip: float = 0.5
     num_workers: int = 1
-    shuffle_buffer: int = 16
+    shuffle_buffer: int = 16  # block shuffle of encoded samples (per rank and worker)
     seed: int = 0
+    use_latents: bool = True  # use the shards' precomputed latents when present (else VAE-encode frames)
+    resample: bool = True  # endless: a new seeded shard order every epoch
 
     def __post_init__(self) -> None:
         check(self.num_frames >= 1, "data.num_frames", "must be >= 1")
         check(self.reference_min_distance >= 0, "data.reference_min_distance", "must be >= 0")
         check(0.0 <= self.horizontal_flip <= 1.0, "data.horizontal_flip", "must be in [0, 1]")
         check(self.num_workers >= 0, "data.num_workers", "must be >= 0")
+        check(self.shuffle_buffer >= 1, "data.shuffle_buffer", "must be >= 1")
 
 
 @dataclass
@@ -49,6 +52,14 @@ class TrainConfig:
     keep_last: int = 2
     validate_every: int = 0
     seed: int = 42
+    engine: str = "deepspeed"  # deepspeed | torch (plain PyTorch: benchmark comparison only)
+    deepspeed_config: str = ""  # JSON path; empty -> infra/deepspeed/zero{zero_stage}.json
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_eps: float = 1e-8
+    log_every: int = 1
+    validation_seed: int = 1234
+    validation_frames: int = 4
 
     def __post_init__(self) -> None:
         check(self.stage in (1, 2, 3), "train.stage", f"must be 1, 2 or 3, got {self.stage}")
@@ -63,11 +74,25 @@ class TrainConfig:
         check(self.zero_stage in (0, 1, 2, 3), "train.zero_stage", "must be 0..3")
         check(self.precision in ("auto", "fp32", "bf16", "fp16"), "train.precision", "must be auto|fp32|bf16|fp16")
         check(self.keep_last >= 1, "train.keep_last", "must be >= 1")
+        check(self.warmup_steps >= 0, "train.warmup_steps", "must be >= 0")
+        check(self.max_grad_norm >= 0, "train.max_grad_norm", "must be >= 0 (0 disables clipping)")
+        check(self.noise_offset >= 0, "train.noise_offset", "must be >= 0")
+        check(self.min_snr_gamma >= 0, "train.min_snr_gamma", "must be >= 0 (0 disables)")
+        check(self.checkpoint_every >= 1, "train.checkpoint_every", "must be >= 1")
+        check(self.validate_every >= 0, "train.validate_every", "must be >= 0 (0 disables)")
+        check(self.engine in ("deepspeed", "torch"), "train.engine", f"must be deepspeed|torch, got {self.engine!r}")
+        check(self.log_every >= 1, "train.log_every", "must be >= 1")
+        check(self.validation_frames >= 1, "train.validation_frames", "must be >= 1")
 
 
 @dataclass
 class TrackingConfig:
     tracking_uri: str = ""  # empty -> sqlite:///<output root>/mlflow.db
     experiment: str = "vexpress"
-    run_name: str = ""
+    run_name: str = ""  # child run name; empty -> "stage<N>"
+    parent_run: str = ""  # parent run key (tag vexpress.parent); empty -> name of the output root
+    enabled: bool = True
     tags: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check(bool(self.experiment), "tracking.experiment", "must not be empty")

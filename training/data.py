@@ -1,0 +1,401 @@
+"""WebDataset training pipeline (open_clip ``get_wds_dataset`` style: a list of stages).
+
+    shard list (index.json / brace pattern / URLs)
+      -> endless epochs, each a seeded shard permutation
+      -> split by rank -> split by worker          (shards; or samples when there are fewer shards than readers)
+      -> tar -> samples                            (warn-and-skip on a broken tar)
+      -> seeded block shuffle of the *encoded* samples, resumable at any position
+      -> tolerant decode (warn-and-skip)  -> [stage II/III: drop samples with has_audio=false]
+      -> training example (frames, reference, V-Kps, mouth mask, flip, audio windows)  -> batches
+
+Determinism and resume: every reader (rank r, worker w) owns a logical *unit* ``u = r * W + w`` with its own
+seeded stream. Each sample's random choices come from ``numpy.random.default_rng([seed, u, index])`` where
+``index`` is its position in the unit's shuffled stream, so the stream is a pure function of (seed, unit,
+position). :class:`DataPosition` records, per unit, how many shuffled samples its delivered batches covered and
+how many batches the loader delivered; resuming skips those samples (without decoding them) and rotates the
+worker -> unit map so the DataLoader's round-robin continues with the unit that was next.
+
+The block shuffle shuffles ``shuffle_buffer`` encoded samples at a time (a bijection per block), which unlike a
+reservoir buffer can be fast-forwarded exactly. Shuffling before decoding also keeps the buffer small.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import random
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import webdataset as wds
+
+from model.config import ModelConfig
+from training.config import DataConfig
+
+log = logging.getLogger(__name__)
+
+KNOWN_FORMAT_VERSIONS = (1,)  # docs/shard-format.md
+_warned: set[str] = set()
+
+
+def _warn_once(key: str, message: str) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        log.warning(message)
+
+
+# ----------------------------------------------------------------------------------------------- shard list
+def list_shards(spec: str) -> list[str]:
+    """``spec``: a folder with ``index.json``, a brace pattern (``a/shard-{000000..000009}.tar``), a URL,
+    or several of these separated by ``::``."""
+    if not spec:
+        raise ValueError("data.shards: empty; give a folder with index.json, a brace pattern or URLs")
+    urls: list[str] = []
+    for part in spec.split("::"):
+        folder = Path(part)
+        if folder.is_dir():
+            urls.extend(_shards_from_index(folder))
+        else:
+            urls.extend(wds.shardlists.expand_urls(part))
+    if not urls:
+        raise ValueError(f"data.shards: {spec!r} names no shards")
+    return urls
+
+
+def _shards_from_index(folder: Path) -> list[str]:
+    index_path = folder / "index.json"
+    if not index_path.is_file():
+        raise ValueError(f"{folder}: no index.json (is this a preprocessing output folder?)")
+    try:
+        index = json.loads(index_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{index_path}: not valid JSON ({exc})") from exc
+    version = index.get("format_version")
+    if version not in KNOWN_FORMAT_VERSIONS:
+        raise ValueError(f"{index_path}: shard format_version {version!r} unknown (this reader knows "
+                         f"{KNOWN_FORMAT_VERSIONS})")
+    paths = []
+    for shard in index.get("shards", []):
+        name = shard["name"]
+        candidates = [folder / name, folder / "shards" / name]
+        found = next((p for p in candidates if p.is_file()), None)
+        if found is None:
+            raise ValueError(f"{index_path}: shard {name!r} not found under {folder}")
+        if shard.get("num_samples", 1) > 0:
+            paths.append(str(found.resolve()))
+    return paths
+
+
+# ----------------------------------------------------------------------------------------------- position
+@dataclass
+class DataPosition:
+    """Saveable loader position: batches delivered and shuffled-stream positions per unit."""
+
+    seed: int = 0
+    world_size: int = 1
+    num_workers: int = 1
+    batches: int = 0
+    positions: dict[int, int] = field(default_factory=dict)
+
+    def advance(self, batch: dict[str, Any]) -> None:
+        self.batches += 1
+        self.positions[int(batch["__unit__"])] = int(batch["__position__"])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"seed": self.seed, "world_size": self.world_size, "num_workers": self.num_workers,
+                "batches": self.batches, "positions": {str(k): v for k, v in self.positions.items()}}
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any]) -> DataPosition:
+        return cls(seed=state["seed"], world_size=state["world_size"], num_workers=state["num_workers"],
+                   batches=state["batches"], positions={int(k): int(v) for k, v in state["positions"].items()})
+
+
+@dataclass
+class ReaderSpec:
+    """What one rank's pipeline needs to know to place itself."""
+
+    rank: int
+    world_size: int
+    num_workers: int  # DataLoader workers (>= 1 logical reader even when 0)
+    rotation: int = 0  # resumed loaders start their round-robin at unit (rotation % num_workers)
+    positions: dict[int, int] = field(default_factory=dict)
+
+    def unit(self) -> int:
+        info = torch.utils.data.get_worker_info()
+        worker = info.id if info is not None else 0
+        return self.rank * self.num_workers + (worker + self.rotation) % self.num_workers
+
+    @property
+    def num_units(self) -> int:
+        return self.world_size * self.num_workers
+
+
+# ----------------------------------------------------------------------------------------------- stages
+class EndlessShards(wds.pipeline.IterableDataset):
+    """Epoch after epoch, a permutation of the shard list seeded by (seed, epoch); this reader's share of it."""
+
+    def __init__(self, urls: list[str], seed: int, reader: ReaderSpec, resample: bool) -> None:
+        self.urls, self.seed, self.reader, self.resample = list(urls), seed, reader, resample
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        unit, units = self.reader.unit(), self.reader.num_units
+        by_shard = len(self.urls) >= units
+        epoch = 0
+        while True:
+            order = list(self.urls)
+            random.Random(self.seed * 100_003 + epoch).shuffle(order)
+            mine = order[unit::units] if by_shard else order
+            for url in mine:
+                yield {"url": url, "__epoch__": epoch, "__split_samples__": not by_shard}
+            epoch += 1
+            if not self.resample:
+                return
+
+
+def split_samples(reader: ReaderSpec):
+    """Fewer shards than readers: every reader reads every shard and keeps every ``units``-th sample."""
+
+    def stage(samples: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        unit, units = reader.unit(), reader.num_units
+        for i, sample in enumerate(samples):
+            if not sample.get("__split_samples__", False) or i % units == unit:
+                yield sample
+
+    return stage
+
+
+def block_shuffle(block: int, seed: int, reader: ReaderSpec):
+    """Shuffle each block of ``block`` samples with a seeded permutation; start at the saved position."""
+
+    def stage(samples: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        unit = reader.unit()
+        start = reader.positions.get(unit, 0)
+        skip_blocks, skip_in_block = divmod(start, block)
+        it = iter(samples)
+        for _ in range(skip_blocks * block):  # fast-forward without keeping or decoding anything
+            if next(it, None) is None:
+                return
+        block_no = skip_blocks
+        while True:
+            buf = [s for _, s in zip(range(block), it)]
+            if not buf:
+                return
+            perm = np.random.default_rng([seed, unit, block_no]).permutation(len(buf))
+            for j, k in enumerate(perm):
+                if block_no == skip_blocks and j < skip_in_block:
+                    continue
+                sample = buf[k]
+                sample["__index__"] = block_no * block + j
+                sample["__unit__"] = unit
+                yield sample
+            block_no += 1
+
+    return stage
+
+
+@dataclass
+class ClipSample:
+    """A decoded clip: arrays are numpy; ``mp4`` stays encoded until frames are needed."""
+
+    key: str
+    meta: dict[str, Any]
+    kps: np.ndarray  # (N, 5, 2) crop pixels
+    mouth: np.ndarray  # (N, 4) crop pixels
+    audio: np.ndarray | None  # (2N, D)
+    latents: np.ndarray | None  # (N, 4, h, w)
+    mp4: bytes | None
+    index: int
+    unit: int
+
+
+def _npy(data: bytes) -> np.ndarray:
+    return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+def decode_clip(sample: dict[str, Any]) -> ClipSample:
+    """Raw tar members -> :class:`ClipSample`; raises ``ValueError`` naming the sample on bad content."""
+    key = f"{sample.get('__url__', '?')}:{sample.get('__key__', '?')}"
+    if "json" not in sample or "kps.npy" not in sample or "mouth.npy" not in sample:
+        raise ValueError(f"{key}: missing json/kps.npy/mouth.npy (members: {sorted(sample)})")
+    meta = json.loads(sample["json"])
+    if meta.get("format_version") not in KNOWN_FORMAT_VERSIONS:
+        raise ValueError(f"{key}: format_version {meta.get('format_version')!r} unknown")
+    kps, mouth = _npy(sample["kps.npy"]).astype(np.float32), _npy(sample["mouth.npy"]).astype(np.float32)
+    n = int(meta["num_frames"])
+    if kps.shape[0] != n or mouth.shape[0] != n:
+        raise ValueError(f"{key}: kps {kps.shape} / mouth {mouth.shape} do not match num_frames={n}")
+    audio = _npy(sample["audio.npy"]) if meta.get("has_audio") and "audio.npy" in sample else None
+    latents = _npy(sample["latents.npy"]) if "latents.npy" in sample else None
+    return ClipSample(key=key, meta=meta, kps=kps, mouth=mouth, audio=audio, latents=latents,
+                      mp4=sample.get("mp4"), index=sample["__index__"], unit=sample["__unit__"])
+
+
+def tolerant_decode(samples: Iterable[dict[str, Any]]) -> Iterator[ClipSample]:
+    for sample in samples:
+        try:
+            yield decode_clip(sample)
+        except Exception as exc:  # warn-and-skip: one broken sample must not stop training
+            log.warning("skipping sample %s: %s", sample.get("__key__", "?"), exc)
+
+
+# ----------------------------------------------------------------------------------------------- example
+def choose_frames(num_frames: int, target: int, min_distance: int, rng: np.random.Generator) -> tuple[int, int]:
+    """Start of ``target`` contiguous frames and a reference index >= ``min_distance`` frames from them.
+
+    When the clip is too short for the distance, the reference is the frame farthest from the target span."""
+    if num_frames < target:
+        raise ValueError(f"clip has {num_frames} frames, fewer than data.num_frames={target}")
+    start = int(rng.integers(0, num_frames - target + 1))
+    end = start + target - 1
+    candidates = [i for i in range(num_frames) if i <= start - min_distance or i >= end + min_distance]
+    if candidates:
+        return start, int(rng.choice(candidates))
+    _warn_once("refdist", f"clip of {num_frames} frames too short for reference distance {min_distance}; "
+                          "using the farthest frame")
+    far = 0 if start >= num_frames - 1 - end else num_frames - 1
+    return start, far
+
+
+def mouth_mask(boxes: np.ndarray, crop_size: float, latent_size: int) -> np.ndarray:
+    """(F, 4) boxes in crop pixels -> (1, F, h, w) {0,1} mask over the latent cells the boxes touch."""
+    scale = latent_size / crop_size
+    mask = np.zeros((1, len(boxes), latent_size, latent_size), np.float32)
+    for f, (x0, y0, x1, y1) in enumerate(boxes * scale):
+        if x1 <= x0 or y1 <= y0:
+            continue
+        c0, r0 = max(int(np.floor(x0)), 0), max(int(np.floor(y0)), 0)
+        c1, r1 = min(int(np.ceil(x1)), latent_size), min(int(np.ceil(y1)), latent_size)
+        mask[0, f, r0:r1, c0:c1] = 1.0
+    return mask
+
+
+def _resize_frames(frames: np.ndarray, size: int) -> torch.Tensor:
+    """(n, H, W, 3) uint8 -> (3, n, size, size) float in [-1, 1]."""
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    if x.shape[-1] != size or x.shape[-2] != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return x.permute(1, 0, 2, 3).contiguous()
+
+
+class ExampleBuilder:
+    """ClipSample -> training example (a dict of tensors), with a per-sample seeded RNG."""
+
+    def __init__(self, data: DataConfig, model: ModelConfig, seed: int) -> None:
+        self.data, self.model, self.seed = data, model, seed
+
+    def __call__(self, clip: ClipSample) -> dict[str, Any]:
+        from model.audio_windows import audio_windows
+        from model.vkps import flip_keypoints, render_vkps
+
+        rng = np.random.default_rng([self.seed, clip.unit, clip.index, 1])
+        n, f = int(clip.meta["num_frames"]), self.data.num_frames
+        res, lat = self.model.resolution, self.model.latent_size
+        crop = float(clip.meta.get("crop_size", 512))
+        start, ref = choose_frames(n, f, self.data.reference_min_distance, rng)
+        flip = bool(rng.random() < self.data.horizontal_flip)
+        target_idx = list(range(start, start + f))
+
+        use_latents = self.data.use_latents and clip.latents is not None and clip.latents.shape[-1] == lat
+        if self.data.use_latents and clip.latents is not None and not use_latents:
+            _warn_once("latsize", f"{clip.key}: latents {clip.latents.shape[-2:]} do not match latent size {lat}; "
+                                  "encoding frames instead")
+        if use_latents:
+            target = torch.from_numpy(clip.latents[target_idx].astype(np.float32)).permute(1, 0, 2, 3)
+            reference = torch.from_numpy(clip.latents[ref].astype(np.float32))
+        else:
+            from preprocessing.media import read_frames
+
+            if clip.mp4 is None:
+                raise ValueError(f"{clip.key}: no mp4 and no usable latents")
+            frames = read_frames(clip.mp4, max_frames=n)
+            if len(frames) < n:
+                raise ValueError(f"{clip.key}: mp4 decoded {len(frames)} frames, metadata says {n}")
+            target = _resize_frames(frames[target_idx], res)
+            reference = _resize_frames(frames[[ref]], res)[:, 0]
+
+        kps = torch.from_numpy(clip.kps[target_idx] * (res / crop))
+        boxes = clip.mouth[target_idx].copy()
+        if flip:
+            # Latent flips approximate flipping the image (the VAE is close to flip-equivariant).
+            target, reference = target.flip(-1), reference.flip(-1)
+            kps = flip_keypoints(kps, res)
+            boxes[:, [0, 2]] = crop - boxes[:, [2, 0]]
+        radius = max(1, round(4 * res / 512))  # the official radius 4 at 512 px, as the inference pipeline
+        vkps = render_vkps(kps, res, radius=radius).permute(1, 0, 2, 3).float()  # (3, F, H, W)
+
+        if clip.audio is not None:
+            feats = torch.from_numpy(clip.audio.astype(np.float32))[None]
+            windows = audio_windows(feats, n, context=self.model.audio_frames_context)[0, start:start + f]
+        else:
+            windows = torch.zeros(f, self.model.audio_tokens_in, self.model.audio_embed_dim)
+        return {
+            "target": target, "reference": reference, "is_latent": use_latents,
+            "vkps": vkps, "mouth_mask": torch.from_numpy(mouth_mask(boxes, crop, lat)),
+            "audio": windows.float(), "has_audio": float(clip.audio is not None),
+            "__key__": clip.key, "__index__": clip.index, "__unit__": clip.unit,
+        }
+
+
+def collate(examples: list[dict[str, Any]]) -> dict[str, Any]:
+    kinds = {e["is_latent"] for e in examples}
+    if len(kinds) > 1:  # a batch must be all latents or all frames; frames are encoded in the train step
+        raise ValueError("batch mixes precomputed latents and frames; set data.use_latents=false or rebuild shards")
+    batch: dict[str, Any] = {k: torch.stack([e[k] for e in examples]) for k in
+                             ("target", "reference", "vkps", "mouth_mask", "audio")}
+    batch["has_audio"] = torch.tensor([e["has_audio"] for e in examples])
+    batch["is_latent"] = kinds.pop()
+    batch["__keys__"] = [e["__key__"] for e in examples]
+    batch["__unit__"] = examples[-1]["__unit__"]
+    batch["__position__"] = max(e["__index__"] for e in examples) + 1
+    return batch
+
+
+def _example_stage(builder: ExampleBuilder):
+    def stage(clips: Iterable[ClipSample]) -> Iterator[dict[str, Any]]:
+        for clip in clips:
+            try:
+                yield builder(clip)
+            except Exception as exc:
+                log.warning("skipping sample %s: %s", clip.key, exc)
+
+    return stage
+
+
+def build_pipeline(data: DataConfig, model: ModelConfig, stage: int, batch_size: int, reader: ReaderSpec,
+                   urls: list[str] | None = None) -> wds.DataPipeline:
+    urls = urls if urls is not None else list_shards(data.shards)
+    stages: list[Any] = [
+        EndlessShards(urls, data.seed, reader, data.resample),
+        wds.tarfile_to_samples(handler=wds.warn_and_continue),
+        split_samples(reader),
+        block_shuffle(data.shuffle_buffer, data.seed, reader),
+        tolerant_decode,
+    ]
+    if stage >= 2:  # stages II/III learn from audio: clips without it are skipped
+        stages.append(wds.select(lambda c: c.audio is not None))
+    stages += [_example_stage(ExampleBuilder(data, model, data.seed)), wds.batched(batch_size, collate, partial=False)]
+    return wds.DataPipeline(*stages)
+
+
+def make_loader(data: DataConfig, model: ModelConfig, stage: int, batch_size: int, rank: int, world_size: int,
+                position: DataPosition | None = None) -> tuple[torch.utils.data.DataLoader, DataPosition]:
+    """A DataLoader over this rank's share, resumed at ``position``; returns it and the live position."""
+    workers = max(data.num_workers, 1)
+    if position is None:
+        position = DataPosition(seed=data.seed, world_size=world_size, num_workers=workers)
+    elif (position.seed, position.world_size, position.num_workers) != (data.seed, world_size, workers):
+        raise ValueError(f"data position was saved with seed/world/workers {position.seed}/{position.world_size}/"
+                         f"{position.num_workers}, now {data.seed}/{world_size}/{workers}; cannot resume exactly")
+    reader = ReaderSpec(rank=rank, world_size=world_size, num_workers=workers, rotation=position.batches % workers,
+                        positions=dict(position.positions))
+    pipeline = build_pipeline(data, model, stage, batch_size, reader)
+    loader = torch.utils.data.DataLoader(pipeline, batch_size=None, num_workers=data.num_workers,
+                                         persistent_workers=False, prefetch_factor=2 if data.num_workers else None)
+    return loader, position

@@ -1,0 +1,227 @@
+"""The training engine: DeepSpeed (the only ``deepspeed.initialize`` in the project) and a plain-PyTorch twin.
+
+Both expose the same small interface (:class:`Engine`): ``forward``, ``backward``, ``step``, ``lr``,
+``grad_norm``, ``save``/``load``, ``module``. The plain one exists only so the benchmark can compare step time
+and memory against DeepSpeed on the same model and data.
+
+DeepSpeed settings: a JSON file from ``infra/deepspeed/`` (``zero{train.zero_stage}.json`` unless
+``train.deepspeed_config`` names one) with the values that belong to the run filled in from the config: micro
+batch, gradient accumulation, clipping and precision (bf16 on GPU, fp32 on CPU). The optimizer is a client
+``torch.optim.AdamW`` and the LR schedule a client linear-warmup-then-constant ``LambdaLR``; DeepSpeed steps,
+saves and restores both.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from training.config import TrainConfig
+
+log = logging.getLogger(__name__)
+DEEPSPEED_CONFIG_DIR = Path(__file__).resolve().parent.parent / "infra" / "deepspeed"
+
+
+# ------------------------------------------------------------------------------------------ distributed
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def init_distributed() -> tuple[int, int]:
+    """Join (or, as a plain single process, create) the process group; returns (rank, world_size)."""
+    import deepspeed
+
+    if "RANK" not in os.environ:  # a plain `python training/run.py`: a world of one on loopback
+        os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
+                          MASTER_PORT=os.environ.get("MASTER_PORT", str(_free_port())))
+    if not torch.distributed.is_initialized():
+        deepspeed.init_distributed()
+    return torch.distributed.get_rank(), torch.distributed.get_world_size()
+
+
+def device() -> torch.device:
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device("cpu")
+
+
+def resolve_precision(precision: str) -> str:
+    if precision == "auto":
+        return "bf16" if torch.cuda.is_available() else "fp32"
+    return precision
+
+
+# ------------------------------------------------------------------------------------------ schedule
+def warmup_lambda(warmup_steps: int):
+    """LR factor: linear warmup over ``warmup_steps`` optimizer steps, then constant (the official schedule)."""
+
+    def factor(step: int) -> float:
+        return 1.0 if warmup_steps <= 0 else min(1.0, (step + 1) / warmup_steps)
+
+    return factor
+
+
+def make_optimizer(params: list[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(params, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps,
+                             weight_decay=cfg.weight_decay)
+
+
+def deepspeed_config(cfg: TrainConfig, precision: str) -> dict[str, Any]:
+    path = Path(cfg.deepspeed_config) if cfg.deepspeed_config else DEEPSPEED_CONFIG_DIR / f"zero{cfg.zero_stage}.json"
+    if not path.is_file():
+        raise ValueError(f"train.deepspeed_config: {path} not found (configs live in {DEEPSPEED_CONFIG_DIR})")
+    try:
+        ds = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+    ds["train_micro_batch_size_per_gpu"] = cfg.batch_size
+    ds["gradient_accumulation_steps"] = cfg.grad_accum
+    ds["gradient_clipping"] = cfg.max_grad_norm
+    ds.pop("train_batch_size", None)  # derived by DeepSpeed from micro batch x accumulation x world
+    ds["bf16"] = {"enabled": precision == "bf16"}
+    ds["fp16"] = {"enabled": precision == "fp16", "initial_scale_power": 16}
+    ds.setdefault("zero_optimization", {})
+    if not cfg.deepspeed_config:
+        ds["zero_optimization"]["stage"] = cfg.zero_stage
+    return ds
+
+
+# ------------------------------------------------------------------------------------------ engines
+class Engine(Protocol):
+    module: nn.Module
+    dtype: torch.dtype
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any: ...
+    def backward(self, loss: torch.Tensor) -> None: ...
+    def step(self) -> bool: ...  # True when this micro-step ended an optimizer step
+    def lr(self) -> float: ...
+    def grad_norm(self) -> float: ...
+    def save(self, root: Path, tag: str) -> None: ...
+    def load(self, root: Path, tag: str) -> None: ...
+    def full_state_dict(self) -> contextlib.AbstractContextManager[nn.Module]: ...
+
+
+class DeepSpeedEngine:
+    def __init__(self, model: nn.Module, cfg: TrainConfig) -> None:
+        import deepspeed
+
+        self.precision = resolve_precision(cfg.precision)
+        self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision, torch.float32)
+        self.zero_stage = cfg.zero_stage
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = make_optimizer(params, cfg)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_lambda(cfg.warmup_steps))
+        self.config = deepspeed_config(cfg, self.precision)
+        self.ds, self.optimizer, _, self.scheduler = deepspeed.initialize(
+            model=model, optimizer=optimizer, lr_scheduler=scheduler, config=self.config)
+        self.module = self.ds.module
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.ds(*args, **kwargs)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.ds.backward(loss)
+
+    def step(self) -> bool:
+        boundary = self.ds.is_gradient_accumulation_boundary()
+        self.ds.step()
+        return boundary
+
+    def lr(self) -> float:
+        return float(self.ds.get_lr()[0])
+
+    def grad_norm(self) -> float:
+        norm = self.ds.get_global_grad_norm()
+        return float(norm) if norm is not None else float("nan")
+
+    def save(self, root: Path, tag: str) -> None:
+        # save_latest=False: the trainer writes "latest" itself, atomically, after every rank finished.
+        self.ds.save_checkpoint(str(root), tag=tag, save_latest=False)
+
+    def load(self, root: Path, tag: str) -> None:
+        path, _ = self.ds.load_checkpoint(str(root), tag=tag, load_optimizer_states=True,
+                                          load_lr_scheduler_states=True)
+        if path is None:
+            raise FileNotFoundError(f"{root}/{tag}: DeepSpeed found no checkpoint to load")
+
+    @contextlib.contextmanager
+    def full_state_dict(self):
+        """The module with full parameters (gathered under ZeRO-3) for exporting weights."""
+        if self.zero_stage == 3:
+            import deepspeed
+
+            with deepspeed.zero.GatheredParameters(list(self.module.parameters()), modifier_rank=None):
+                yield self.module
+        else:
+            yield self.module
+
+
+class TorchEngine:
+    """Plain PyTorch with the same semantics (AdamW, warmup, clipping, accumulation). Benchmark only."""
+
+    def __init__(self, model: nn.Module, cfg: TrainConfig) -> None:
+        self.precision = resolve_precision(cfg.precision)
+        self.dtype = {"bf16": torch.bfloat16}.get(self.precision, torch.float32)
+        self.module = model.to(self.dtype)
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = make_optimizer(self.params, cfg)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_lambda(cfg.warmup_steps))
+        self.grad_accum, self.max_grad_norm = cfg.grad_accum, cfg.max_grad_norm
+        self.micro = 0
+        self._grad_norm = float("nan")
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.module(*args, **kwargs)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        (loss / self.grad_accum).backward()
+
+    def step(self) -> bool:
+        self.micro += 1
+        if self.micro % self.grad_accum:
+            return False
+        if self.max_grad_norm > 0:
+            self._grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm))
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return True
+
+    def lr(self) -> float:
+        return float(self.scheduler.get_last_lr()[0])
+
+    def grad_norm(self) -> float:
+        return self._grad_norm
+
+    def save(self, root: Path, tag: str) -> None:
+        folder = Path(root) / tag
+        folder.mkdir(parents=True, exist_ok=True)
+        torch.save({"module": self.module.state_dict(), "optimizer": self.optimizer.state_dict(),
+                    "scheduler": self.scheduler.state_dict(), "micro": self.micro}, folder / "torch_engine.pt")
+
+    def load(self, root: Path, tag: str) -> None:
+        state = torch.load(Path(root) / tag / "torch_engine.pt", weights_only=False)
+        self.module.load_state_dict(state["module"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.micro = state["micro"]
+
+    @contextlib.contextmanager
+    def full_state_dict(self):
+        yield self.module
+
+
+def build_engine(model: nn.Module, cfg: TrainConfig) -> Engine:
+    if cfg.engine == "torch":
+        return TorchEngine(model.to(device()), cfg)
+    return DeepSpeedEngine(model, cfg)
