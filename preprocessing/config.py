@@ -18,15 +18,28 @@ class PreprocessConfig:
     insightface_pack: str = "buffalo_l"
     min_face_size: int = 64  # pixels, shorter side of the detected box
     min_face_score: float = 0.6
+    min_valid_fraction: float = 1.0  # share of a clip's frames that must show exactly one valid face
+    detect_max_side: int = 480  # frames are downscaled to this longest side for detection (0: full size)
+    smooth_window: int = 5  # frames of moving average on the face boxes before the union crop
     crop_margin: float = 0.6  # extra margin around the union face box, relative to its size
     audio_encoder: str = "wav2vec2"  # wav2vec2 | whisper
     audio_encoder_path: str = ""  # local transformers folder; empty -> tiny random encoder (tests/demo)
     require_audio: bool = False  # False: keep video-only clips with has_audio=false
+    reject_silence: bool = True  # a clip whose audio is below silence_db is rejected ("silence")
+    silence_db: float = -50.0  # dBFS (RMS over the clip)
+    crf: int = 18  # h264 quality of the crops
     precompute_latents: bool = False
     vae_path: str = ""
     shard_max_bytes: int = 1_000_000_000
-    num_workers: int = 1  # actor-pool size for model-holding stages
-    use_gpu: bool = False
+    num_workers: int = 1  # Ray CPUs of an embedded cluster and size of each model actor pool
+    use_gpu: bool = False  # model actors ask for actor_num_gpus GPUs each
+    actor_num_cpus: float = 0.25  # logical CPUs reserved per model actor (they idle between batches)
+    actor_num_gpus: float = 0.5  # per model actor when use_gpu
+    task_num_cpus: float = 0.5  # per decode / crop+encode / write task
+    max_clips_in_flight: int = 0  # backpressure: clips submitted but not finished (0: 4 x num_workers)
+    max_retries: int = 3  # Ray retries of a failed task / restarts of a dead actor
+    ray_temp_dir: str = ""  # embedded Ray's temp dir (short path: unix sockets); empty -> /tmp/vexray-<pid>
+    progress_every_s: float = 10.0  # period of the progress line
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -41,3 +54,11 @@ class PreprocessConfig:
         check(self.audio_encoder in ("wav2vec2", "whisper"), "preprocess.audio_encoder", "must be wav2vec2|whisper")
         check(self.shard_max_bytes > 0, "preprocess.shard_max_bytes", "must be > 0")
         check(self.num_workers >= 1, "preprocess.num_workers", "must be >= 1")
+        check(0.0 < self.min_valid_fraction <= 1.0, "preprocess.min_valid_fraction", "must be in (0, 1]")
+        check(self.detect_max_side >= 0, "preprocess.detect_max_side", "must be >= 0")
+        check(self.smooth_window >= 1, "preprocess.smooth_window", "must be >= 1")
+        check(0 <= self.crf <= 51, "preprocess.crf", "must be in [0, 51]")
+        check(self.actor_num_cpus >= 0 and self.task_num_cpus > 0, "preprocess.task_num_cpus",
+              "actor_num_cpus must be >= 0 and task_num_cpus > 0")
+        check(self.max_retries >= 0, "preprocess.max_retries", "must be >= 0")
+        check(self.min_face_size >= 0, "preprocess.min_face_size", "must be >= 0")

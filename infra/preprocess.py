@@ -1,0 +1,42 @@
+"""Preprocess raw talking-head videos into WebDataset shards (docs/preprocessing.md, docs/shard-format.md).
+
+    python infra/preprocess.py --input <dir|glob|list file|URL> --output <dir> [preprocess.key=value ...]
+    ray submit infra/ray/aws-cluster.yaml infra/preprocess.py -- --address auto --input s3://... --output ...
+
+Without ``--address`` an embedded single-node Ray (``preprocess.num_workers`` CPUs, loopback only) runs the job
+and is shut down at the end. Rerunning the same command resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--input", required=True, help="folder, glob, list file (one path/URL a line) or fsspec URL")
+    p.add_argument("--output", required=True, help="output folder (shards/, index.json, rejected.jsonl, work/)")
+    p.add_argument("--config", default=None, help="a config preset or YAML whose 'preprocess:' section is used")
+    p.add_argument("--address", default=None, help="join a running Ray cluster ('auto' under ray submit)")
+    p.add_argument("overrides", nargs="*", help="dot-list overrides, e.g. preprocess.num_workers=2 (prefix optional)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from infra.config_tree import load
+    from preprocessing.pipeline import run
+
+    args = parse_args(argv)
+    overrides = [o if o.startswith("preprocess.") else f"preprocess.{o}" for o in args.overrides]
+    cfg = load(args.config, overrides).preprocess
+    run(args.input, args.output, cfg, address=args.address)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,157 @@
+"""Audio for preprocessing: 16 kHz mono loading, audio-encoder features, and their alignment to video frames.
+
+Encoders load from LOCAL folders only (no hub access):
+
+- ``wav2vec2`` (default, as the official pipeline): a transformers folder in the ``facebook/wav2vec2-base-960h``
+  layout (``config.json``, weights, ``preprocessor_config.json``); features = ``last_hidden_state`` (~50 Hz).
+- ``whisper`` (multilingual option): a transformers ``WhisperModel`` folder; features = the encoder's last
+  hidden state (50 Hz over a 30 s padded window, cut to the clip's length).
+
+Tests and the demo use :func:`save_tiny_wav2vec2`: a random-weight Wav2Vec2 saved with ``save_pretrained``, so
+they exercise the same ``from_pretrained`` path real weights take.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from preprocessing import media
+
+SAMPLE_RATE = 16000
+VECTORS_PER_FRAME = 2
+
+try:  # model/ owns the windowing; use its interpolation so shards and inference agree exactly.
+    from model.audio_windows import interpolate_audio_features as _model_interpolate
+except ImportError:  # pragma: no cover - only while model/audio_windows.py is absent
+    _model_interpolate = None
+
+
+def load_audio(src: str | Path | bytes, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Mono float32 audio at ``sample_rate`` (raises media.MediaError naming the file)."""
+    return media.read_audio(src, sample_rate=sample_rate)
+
+
+def rms_db(audio: np.ndarray) -> float:
+    """Root-mean-square level in dBFS (-inf for digital silence)."""
+    if audio.size == 0:
+        return float("-inf")
+    rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64))))
+    return 20.0 * np.log10(rms) if rms > 0 else float("-inf")
+
+
+def interpolate_audio_features(features: np.ndarray, num_frames: int,
+                               vectors_per_frame: int = VECTORS_PER_FRAME) -> np.ndarray:
+    """Linearly resample ``(T, D)`` encoder features to ``(vectors_per_frame * num_frames, D)``.
+
+    Output vector ``j`` sits at relative time ``(j + 0.5) / (vectors_per_frame * num_frames)`` of the clip and is
+    interpolated between the encoder frames around it (encoder frame ``i`` centred at ``(i + 0.5) / T``).
+    """
+    if _model_interpolate is not None:
+        hidden = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
+        return _model_interpolate(hidden, num_frames, vectors_per_frame).numpy()
+    features = np.asarray(features, np.float32)
+    t_in = features.shape[0]
+    n_out = vectors_per_frame * num_frames
+    if t_in == 0 or n_out == 0:
+        raise ValueError(f"cannot interpolate {t_in} feature vectors to {n_out}")
+    pos = (np.arange(n_out) + 0.5) * t_in / n_out - 0.5
+    pos = np.clip(pos, 0, t_in - 1)
+    lo = np.floor(pos).astype(int)
+    hi = np.minimum(lo + 1, t_in - 1)
+    w = (pos - lo)[:, None].astype(np.float32)
+    return features[lo] * (1 - w) + features[hi] * w
+
+
+class AudioEncoder:
+    """Audio features from a local transformers folder. ``encode(audio_16k) -> (T, D)`` float32."""
+
+    def __init__(self, path: str | Path, kind: str = "wav2vec2", device: str = "cpu") -> None:
+        path = Path(path)
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"{path}: not a transformers model folder (config.json missing)")
+        self.kind, self.device, self.path = kind, torch.device(device), str(path)
+        if kind == "wav2vec2":
+            from transformers import Wav2Vec2FeatureExtractor, Wav2Vec2Model
+
+            self.model = Wav2Vec2Model.from_pretrained(path)
+            self.extractor = (Wav2Vec2FeatureExtractor.from_pretrained(path)
+                              if (path / "preprocessor_config.json").is_file()
+                              else Wav2Vec2FeatureExtractor(do_normalize=True, sampling_rate=SAMPLE_RATE))
+        elif kind == "whisper":
+            from transformers import WhisperFeatureExtractor, WhisperModel
+
+            self.model = WhisperModel.from_pretrained(path).get_encoder()
+            self.extractor = WhisperFeatureExtractor.from_pretrained(path)
+        else:
+            raise ValueError(f"audio encoder kind must be wav2vec2|whisper, got {kind!r}")
+        self.model.eval().to(self.device)
+        self.dim = int(self.model.config.hidden_size if kind == "wav2vec2" else self.model.config.d_model)
+
+    @torch.inference_mode()
+    def encode(self, audio: np.ndarray) -> np.ndarray:
+        audio = np.asarray(audio, np.float32)
+        if self.kind == "wav2vec2":
+            # The processor normalises each utterance to zero mean / unit variance (do_normalize=True).
+            inputs = self.extractor(audio, sampling_rate=SAMPLE_RATE, return_tensors="pt")
+            hidden = self.model(inputs.input_values.to(self.device)).last_hidden_state
+            return hidden[0].float().cpu().numpy()
+        return self._encode_whisper(audio)
+
+    def _encode_whisper(self, audio: np.ndarray) -> np.ndarray:
+        window = 30 * SAMPLE_RATE  # whisper's fixed input: 30 s -> 1500 vectors (50 Hz)
+        pieces = []
+        for start in range(0, max(len(audio), 1), window):
+            chunk = audio[start:start + window]
+            feats = self.extractor(chunk, sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features
+            hidden = self.model(feats.to(self.device)).last_hidden_state[0]
+            keep = max(1, int(np.ceil(len(chunk) / SAMPLE_RATE * 50)))
+            pieces.append(hidden[:keep].float().cpu().numpy())
+        return np.concatenate(pieces)
+
+    def features_for_clip(self, audio: np.ndarray, num_frames: int) -> np.ndarray:
+        """Encoder features of a clip's audio, interpolated to 2 vectors per video frame, float16."""
+        return interpolate_audio_features(self.encode(audio), num_frames).astype(np.float16)
+
+
+def build_tiny_wav2vec2(hidden_size: int = 32, seed: int = 0):
+    """A 2-layer random Wav2Vec2 with the real conv front-end strides (320 samples per vector at 16 kHz)."""
+    from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+    torch.manual_seed(seed)
+    cfg = Wav2Vec2Config(
+        hidden_size=hidden_size, num_hidden_layers=2, num_attention_heads=2, intermediate_size=2 * hidden_size,
+        conv_dim=(hidden_size,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2,
+        vocab_size=32, do_stable_layer_norm=False, feat_extract_norm="group",
+    )
+    return Wav2Vec2Model(cfg).eval()
+
+
+def save_tiny_wav2vec2(folder: str | Path, hidden_size: int = 32, seed: int = 0) -> Path:
+    """Write a tiny random Wav2Vec2 + its feature extractor as a ``from_pretrained`` folder."""
+    from transformers import Wav2Vec2FeatureExtractor
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    build_tiny_wav2vec2(hidden_size, seed).save_pretrained(folder)
+    Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=SAMPLE_RATE, padding_value=0.0, do_normalize=True,
+                             return_attention_mask=False).save_pretrained(folder)
+    return folder
+
+
+def save_tiny_whisper(folder: str | Path, d_model: int = 32, seed: int = 0) -> Path:
+    """A tiny random WhisperModel + feature extractor folder (tests of the multilingual option)."""
+    from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperModel
+
+    torch.manual_seed(seed)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg = WhisperConfig(d_model=d_model, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+                        decoder_attention_heads=2, encoder_ffn_dim=2 * d_model, decoder_ffn_dim=2 * d_model,
+                        num_mel_bins=80, vocab_size=64, max_source_positions=1500, max_target_positions=32,
+                        pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1)
+    WhisperModel(cfg).save_pretrained(folder)
+    WhisperFeatureExtractor(feature_size=80).save_pretrained(folder)
+    return folder

@@ -1,0 +1,508 @@
+"""Distributed preprocessing on Ray: raw videos -> WebDataset shards (docs/shard-format.md).
+
+Stages (docs/preprocessing.md has the picture):
+
+- ``probe`` task per video: container facts, 16 kHz mono audio, clip spans (bad inputs -> rejected).
+- per clip: ``decode`` task (seek + resample to fps) -> ``FaceActor.detect`` (actor pool, holds the detector)
+  and ``AudioActor.features`` (actor pool, holds the audio encoder) -> ``crop_encode`` task (track check, stable
+  crop, kps, mouth boxes, h264 + wav + npy members) -> optionally ``VaeActor.add_latents``.
+- ``commit`` task per video: its samples and rejections go to ``work/videos/<video_id>.{tar,json}`` atomically.
+- when every video is committed: a deterministic packing of all samples (sorted by video id, then clip) into
+  shards; one ``write_shard`` task per shard (atomic); then ``rejected.jsonl`` and ``index.json``.
+
+Backpressure: at most ``max_clips_in_flight`` clips and ``num_workers + 1`` probed videos are in the system.
+Resuming: committed videos and finished shards are skipped; the index only depends on the inputs and config,
+so a resumed run writes the same index as an uninterrupted one. Ray retries tasks of dead workers and restarts
+dead actors (``max_retries``); commits are idempotent (same name, same bytes), so nothing is lost or duplicated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob as globlib
+import json
+import logging
+import os
+import shutil
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from preprocessing import shards, stages
+from preprocessing.config import PreprocessConfig
+
+log = logging.getLogger("preprocess")
+REPO_ROOT = Path(__file__).resolve().parent.parent
+_SKIP_SUFFIXES = {".json", ".jsonl", ".md"}  # sidecar files in an input folder are not inputs
+# Config fields that change how the job runs, not what it writes: left out of index.json.
+RUNTIME_FIELDS = {"num_workers", "use_gpu", "actor_num_cpus", "actor_num_gpus", "task_num_cpus",
+                  "max_clips_in_flight", "max_retries", "ray_temp_dir", "progress_every_s"}
+CRASH_ONCE_ENV = "VEXPRESS_PREPROCESS_CRASH_ONCE"  # tests: a folder; the first crop_encode task kills its worker
+
+
+# ------------------------------------------------------------------------------------------------ inputs
+
+
+def list_inputs(spec: str) -> list[str]:
+    """A folder (recursive), a glob, a list file (one path/URL a line) or a single file/URL -> sources."""
+    if "://" in spec and not spec.startswith("file://"):
+        import fsspec
+
+        fs, path = fsspec.core.url_to_fs(spec)
+        proto = spec.split("://", 1)[0]
+        if any(c in path for c in "*?["):
+            found = fs.glob(path)
+        elif fs.isdir(path):
+            found = fs.find(path)
+        else:
+            found = [path]
+        return sorted(f"{proto}://{p}" for p in found if Path(p).suffix.lower() not in _SKIP_SUFFIXES)
+    spec = spec.removeprefix("file://")
+    p = Path(spec)
+    if p.is_dir():
+        files = [f for f in p.rglob("*") if f.is_file() and not f.name.startswith(".")
+                 and f.suffix.lower() not in _SKIP_SUFFIXES]
+        return sorted(str(f.resolve()) for f in files)
+    if any(c in spec for c in "*?["):
+        return sorted(str(Path(f).resolve()) for f in globlib.glob(spec, recursive=True) if Path(f).is_file())
+    if p.is_file() and p.suffix.lower() in {".txt", ".lst", ".list"}:
+        lines = [ln.strip() for ln in p.read_text().splitlines()]
+        return sorted({ln if "://" in ln else str((p.parent / ln).resolve()) for ln in lines
+                       if ln and not ln.startswith("#")})
+    if p.is_file():
+        return [str(p.resolve())]
+    raise FileNotFoundError(f"--input {spec!r}: not a folder, glob, list file or file")
+
+
+def localize(source: str, cache_dir: Path) -> str:
+    """Remote (fsspec) sources are copied once into ``cache_dir`` so decoding can seek; local paths pass."""
+    if "://" not in source or source.startswith("file://"):
+        return source.removeprefix("file://")
+    import fsspec
+
+    target = cache_dir / (shards.video_id_for(source) + Path(source).suffix)
+    if not target.exists():
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+        with fsspec.open(source, "rb") as src, open(tmp, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 22)
+        os.replace(tmp, target)
+    return str(target)
+
+
+# ------------------------------------------------------------------------------------------------ stage code
+
+
+def _limit_threads() -> None:
+    """One thread per Ray worker: Ray already runs one worker per logical CPU."""
+    import cv2
+    import torch
+
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+
+
+def _face_backend_name(cfg: PreprocessConfig) -> str:
+    return cfg.face_backend if cfg.face_backend == "yunet" else f"insightface:{cfg.insightface_pack}"
+
+
+def make_face_backend(cfg: PreprocessConfig):
+    from preprocessing.faces import make_face_backend as make
+
+    if cfg.face_backend == "insightface":
+        return make("insightface", root=cfg.insightface_root, pack=cfg.insightface_pack,
+                    score_threshold=min(0.5, cfg.min_face_score))
+    return make("yunet", score_threshold=min(0.5, cfg.min_face_score))
+
+
+class FaceActor:
+    def __init__(self, cfg: PreprocessConfig) -> None:
+        _limit_threads()
+        self.cfg, self.backend = cfg, make_face_backend(cfg)
+
+    def detect(self, frames: np.ndarray) -> list[np.ndarray]:
+        return stages.detect_faces(self.backend, frames, self.cfg.detect_max_side)
+
+
+class AudioActor:
+    def __init__(self, cfg: PreprocessConfig, path: str) -> None:
+        from preprocessing.audio import AudioEncoder
+
+        _limit_threads()
+        self.encoder = AudioEncoder(path, cfg.audio_encoder, device="cuda" if cfg.use_gpu else "cpu")
+
+    def features(self, audio: np.ndarray, start_s: float, num_frames: int, fps: float) -> np.ndarray:
+        return self.encoder.features_for_clip(stages.clip_audio(audio, start_s, num_frames, fps), num_frames)
+
+
+class VaeActor:
+    def __init__(self, cfg: PreprocessConfig, path: str) -> None:
+        import torch
+        from diffusers import AutoencoderKL
+
+        _limit_threads()
+        self.device = torch.device("cuda" if cfg.use_gpu else "cpu")
+        self.vae = AutoencoderKL.from_pretrained(path).eval().to(self.device)
+
+    def add_latents(self, payload: dict) -> dict:
+        import torch
+
+        if "sample" not in payload:
+            return payload
+        crops = payload.pop("crops")
+        out = []
+        with torch.inference_mode():
+            for i in range(0, len(crops), 8):
+                x = torch.from_numpy(crops[i:i + 8]).to(self.device).permute(0, 3, 1, 2).float() / 127.5 - 1
+                mean = self.vae.encode(x).latent_dist.mean * self.vae.config.scaling_factor
+                out.append(mean.half().cpu().numpy())
+        return {"sample": stages.add_latents(payload["sample"], np.concatenate(out)), "crops": None}
+
+
+def probe_task(source: str, cfg: PreprocessConfig, cache_dir: str) -> tuple[dict, Any]:
+    try:
+        local = localize(source, Path(cache_dir))
+    except Exception as exc:  # network/permission errors on a remote source
+        return {"rejection": stages.Rejection(source, "unreadable", f"{source}: cannot fetch ({exc})").as_dict()}, None
+    plan, audio = stages.probe_video(local, cfg)
+    if isinstance(plan, stages.Rejection):
+        return {"rejection": plan.as_dict()}, None
+    return {"plan": plan, "local": local}, audio
+
+
+def decode_task(local: str, start_s: float, num_frames: int, fps: float) -> np.ndarray:
+    return stages.decode_clip(local, start_s, num_frames, fps)
+
+
+def crop_encode_task(plan, span, frames, detections, audio, audio_features, cfg, names) -> tuple[dict, dict]:
+    crash_dir = os.environ.get(CRASH_ONCE_ENV)
+    if crash_dir and not (marker := Path(crash_dir) / "crashed").exists():
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(str(os.getpid()))
+        os._exit(1)  # a dying worker: Ray must retry this task
+    segment = stages.clip_audio(audio, span.start_s(plan.fps), span.num_frames, plan.fps) if audio is not None else None
+    sample, rejection, crops = stages.crop_and_encode(plan, span, frames, detections, segment, audio_features, cfg,
+                                                      names["face"], names["audio"])
+    if rejection is not None:
+        return {"ok": False, "reason": rejection.reason}, {"rejection": rejection.as_dict()}
+    summary = {"ok": True, "key": sample["__key__"], "num_frames": span.num_frames}
+    return summary, {"sample": sample, "crops": crops if cfg.precompute_latents else None}
+
+
+def commit_task(work_dir: str, plan: stages.VideoPlan, *payloads: dict) -> dict:
+    """Write one video's samples (tar) and record (json) atomically; the json is the 'done' marker."""
+    samples = [p["sample"] for p in payloads if "sample" in p]
+    rejected = [p["rejection"] for p in payloads if "rejection" in p]
+    vdir = Path(work_dir)
+    if samples:
+        shards.write_tar(vdir / f"{plan.video_id}.tar", samples)
+    record = {
+        "source": plan.source, "video_id": plan.video_id, "duration_s": plan.duration_s,
+        "samples": [{"key": s["__key__"], "bytes": shards.sample_bytes(s), "sha256": shards.sample_sha256(s),
+                     "num_frames": json.loads(s["json"])["num_frames"],
+                     "seconds": round(json.loads(s["json"])["num_frames"] / plan.fps, 6),
+                     "has_audio": json.loads(s["json"])["has_audio"]} for s in samples],
+        "rejected": rejected,
+    }
+    shards.write_json_atomic(vdir / f"{plan.video_id}.json", record)
+    return {"video_id": plan.video_id, "kept": len(samples), "rejected": len(rejected), "seconds": plan.duration_s}
+
+
+def write_shard_task(path: str, keys: list[str], video_tars: list[str]) -> dict:
+    wanted = set(keys)
+    by_key = {}
+    for tar in video_tars:
+        for sample in shards.iter_tar_samples(tar):
+            if sample["__key__"] in wanted:
+                by_key[sample["__key__"]] = sample
+    missing = wanted - set(by_key)
+    if missing:
+        raise RuntimeError(f"{path}: samples missing from work/: {sorted(missing)[:5]}")
+    shards.write_tar(path, (by_key[k] for k in keys))
+    return {"name": Path(path).name, "bytes": Path(path).stat().st_size, "sha256": shards.file_sha256(path)}
+
+
+# ------------------------------------------------------------------------------------------------ driver
+
+
+@dataclasses.dataclass
+class _Video:
+    plan: stages.VideoPlan
+    local: str
+    audio_ref: Any
+    next_span: int = 0
+    payloads: dict = dataclasses.field(default_factory=dict)  # span index -> payload ref
+    done: int = 0
+
+
+class Progress:
+    def __init__(self, total: int, every_s: float) -> None:
+        self.total, self.every_s, self.t0 = total, every_s, time.perf_counter()
+        self.videos = self.kept = self.rejected = 0
+        self.seconds = 0.0
+        self._last = 0.0
+
+    def add(self, kept: int, rejected: int, seconds: float) -> None:
+        self.videos += 1
+        self.kept, self.rejected, self.seconds = self.kept + kept, self.rejected + rejected, self.seconds + seconds
+        self.maybe_print()
+
+    def line(self) -> str:
+        wall = time.perf_counter() - self.t0
+        return (f"[preprocess] videos {self.videos}/{self.total} | clips kept {self.kept} rejected {self.rejected} | "
+                f"{self.seconds / 3600:.3f} h processed | {self.seconds / max(wall, 1e-9):.2f} video-s/s | {wall:.0f} s")
+
+    def maybe_print(self, force: bool = False) -> None:
+        now = time.perf_counter()
+        if force or now - self._last >= self.every_s or self.videos == self.total:
+            self._last = now
+            print(self.line(), flush=True)
+
+
+class Preprocessor:
+    """Runs the stages for a list of sources on an initialised Ray (see :func:`run`)."""
+
+    def __init__(self, cfg: PreprocessConfig, output: Path) -> None:
+        self.cfg, self.output = cfg, output
+        self.work = output / "work"
+        self.video_dir = self.work / "videos"
+        self.video_dir.mkdir(parents=True, exist_ok=True)
+
+    # --- model folders: a configured local folder, or a tiny random model saved once under work/
+    def audio_path(self) -> tuple[str, str]:
+        if self.cfg.audio_encoder_path:
+            return self.cfg.audio_encoder_path, f"{self.cfg.audio_encoder}:{Path(self.cfg.audio_encoder_path).name}"
+        from preprocessing.audio import save_tiny_wav2vec2
+
+        folder = self.work / "tiny_wav2vec2"
+        if not (folder / "config.json").exists():
+            save_tiny_wav2vec2(folder.with_name("tiny_wav2vec2.tmp"))
+            os.replace(folder.with_name("tiny_wav2vec2.tmp"), folder)
+        return str(folder), "wav2vec2:tiny-random"
+
+    def vae_path(self) -> str:
+        if self.cfg.vae_path:
+            return self.cfg.vae_path
+        import torch
+        from diffusers import AutoencoderKL
+
+        folder = self.work / "tiny_vae"
+        if not (folder / "config.json").exists():
+            torch.manual_seed(0)
+            AutoencoderKL(block_out_channels=(8, 8, 8, 8), layers_per_block=1, norm_num_groups=4, latent_channels=4,
+                          down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                          ).save_pretrained(folder.with_name("tiny_vae.tmp"))
+            os.replace(folder.with_name("tiny_vae.tmp"), folder)
+        return str(folder)
+
+    def _remotes(self):
+        import ray
+
+        c = self.cfg
+        opts = {"num_cpus": c.task_num_cpus, "max_retries": c.max_retries}
+        actor_opts = {"num_cpus": c.actor_num_cpus, "num_gpus": c.actor_num_gpus if c.use_gpu else 0,
+                      "max_restarts": c.max_retries, "max_task_retries": c.max_retries}
+        return dict(
+            probe=ray.remote(probe_task).options(num_returns=2, **opts),
+            decode=ray.remote(decode_task).options(**opts),
+            crop=ray.remote(crop_encode_task).options(num_returns=2, **opts),
+            commit=ray.remote(commit_task).options(**opts),
+            write=ray.remote(write_shard_task).options(**opts),
+            face=ray.remote(FaceActor).options(**actor_opts),
+            audio=ray.remote(AudioActor).options(**actor_opts),
+            vae=ray.remote(VaeActor).options(**actor_opts),
+        )
+
+    def process_videos(self, sources: list[str]) -> None:
+        import ray
+
+        c = self.cfg
+        todo = [s for s in sources if not (self.video_dir / f"{shards.video_id_for(s)}.json").exists()]
+        progress = Progress(len(sources), c.progress_every_s)
+        progress.videos = len(sources) - len(todo)
+        if not todo:
+            return
+        r = self._remotes()
+        audio_path, audio_name = self.audio_path()
+        names = {"face": _face_backend_name(c), "audio": audio_name}
+        faces = [r["face"].remote(c) for _ in range(c.num_workers)]
+        audios = [r["audio"].remote(c, audio_path) for _ in range(c.num_workers)]
+        vaes = [r["vae"].remote(c, self.vae_path()) for _ in range(c.num_workers)] if c.precompute_latents else []
+        max_clips = c.max_clips_in_flight or 4 * c.num_workers
+        pending, probes, active, clips_inflight, commits = deque(todo), {}, {}, {}, {}
+        rr = 0
+        while pending or probes or active or commits:
+            while pending and len(probes) + len(active) < c.num_workers + 1:
+                src = pending.popleft()
+                meta_ref, audio_ref = r["probe"].remote(src, c, str(self.work / "inputs"))
+                probes[meta_ref] = (src, audio_ref)
+            for video in list(active.values()):  # fill the clip window, oldest video first
+                while len(clips_inflight) < max_clips and video.next_span < len(video.plan.spans):
+                    span = video.plan.spans[video.next_span]
+                    video.next_span += 1
+                    rr += 1
+                    start = span.start_s(video.plan.fps)
+                    frames = r["decode"].remote(video.local, start, span.num_frames, video.plan.fps)
+                    dets = faces[rr % len(faces)].detect.remote(frames)
+                    feats = (audios[rr % len(audios)].features.remote(video.audio_ref, start, span.num_frames,
+                                                                      video.plan.fps)
+                             if video.plan.has_audio else None)
+                    summary, payload = r["crop"].remote(video.plan, span, frames, dets,
+                                                        video.audio_ref if video.plan.has_audio else None, feats, c,
+                                                        names)
+                    if vaes:
+                        payload = vaes[rr % len(vaes)].add_latents.remote(payload)
+                    video.payloads[span.index] = payload
+                    clips_inflight[summary] = (video.plan.video_id, span.index)
+            waiting = list(probes) + list(clips_inflight) + list(commits)
+            ready, _ = ray.wait(waiting, num_returns=1, timeout=1.0)
+            for ref in ready:
+                if ref in probes:
+                    self._on_probe(ref, probes.pop(ref), active, progress)
+                elif ref in clips_inflight:
+                    vid, span_index = clips_inflight.pop(ref)
+                    video = active[vid]
+                    video.done += 1
+                    try:
+                        ray.get(ref)
+                    except Exception as exc:  # a bug or an undecodable clip beyond retries: reject, go on
+                        rej = stages.Rejection(video.plan.source, "error", f"{type(exc).__name__}: {exc}"[:500],
+                                               span_index)
+                        video.payloads[span_index] = ray.put({"rejection": rej.as_dict()})
+                    if video.done == len(video.plan.spans):
+                        payloads = [video.payloads[i] for i in range(len(video.plan.spans))]
+                        commits[r["commit"].remote(str(self.video_dir), video.plan, *payloads)] = vid
+                        del active[vid]
+                else:
+                    commits.pop(ref)
+                    res = ray.get(ref)
+                    progress.add(res["kept"], res["rejected"], res["seconds"])
+            progress.maybe_print()
+        progress.maybe_print(force=True)
+        for actor in faces + audios + vaes:
+            ray.kill(actor)
+
+    def _on_probe(self, ref, item, active: dict, progress: Progress) -> None:
+        import ray
+
+        src, audio_ref = item
+        try:
+            meta = ray.get(ref)
+        except Exception as exc:  # the probe itself crashed beyond retries: the input is unusable
+            meta = {"rejection": stages.Rejection(src, "error", f"{type(exc).__name__}: {exc}"[:500]).as_dict()}
+        if "rejection" in meta:
+            vid = shards.video_id_for(src)
+            shards.write_json_atomic(self.video_dir / f"{vid}.json",
+                                     {"source": src, "video_id": vid, "duration_s": 0.0, "samples": [],
+                                      "rejected": [meta["rejection"]]})
+            progress.add(0, 1, 0.0)
+            return
+        plan = meta["plan"]
+        active[plan.video_id] = _Video(plan, meta["local"], audio_ref)
+
+    def write_shards(self, sources: list[str]) -> dict:
+        """Pack every committed sample into shards (skipping finished ones) and write the index."""
+        import ray
+
+        records = [json.loads((self.video_dir / f"{shards.video_id_for(s)}.json").read_text())
+                   for s in sorted(sources, key=shards.video_id_for)]
+        sample_info = {s["key"]: (rec["video_id"], s) for rec in records for s in rec["samples"]}
+        plan = shards.pack_shards([(s["key"], s["bytes"]) for rec in records for s in rec["samples"]],
+                                  self.cfg.shard_max_bytes)
+        shard_dir, done_dir = self.output / "shards", self.work / "shards"
+        shard_dir.mkdir(parents=True, exist_ok=True)
+        write = self._remotes()["write"]
+        results: dict[int, Any] = {}
+        for i, keys in enumerate(plan):
+            name = shards.SHARD_PATTERN.format(i)
+            done = done_dir / f"{name}.json"
+            if done.exists() and (shard_dir / name).exists() and json.loads(done.read_text())["keys"] == keys:
+                results[i] = json.loads(done.read_text())["result"]
+                continue
+            tars = sorted({str(self.video_dir / f"{sample_info[k][0]}.tar") for k in keys})
+            results[i] = write.remote(str(shard_dir / name), keys, tars)
+        pending = {ref: i for i, ref in results.items() if isinstance(ref, ray.ObjectRef)}
+        for ref, i in pending.items():
+            results[i] = ray.get(ref)
+            shards.write_json_atomic(done_dir / f"{shards.SHARD_PATTERN.format(i)}.json",
+                                     {"keys": plan[i], "result": results[i]})
+        for stale in shard_dir.glob("shard-*.tar*"):  # leftovers of an interrupted run with another plan
+            if stale.name not in {shards.SHARD_PATTERN.format(i) for i in range(len(plan))}:
+                stale.unlink()
+        return self._write_index(records, plan, results, sample_info)
+
+    def _write_index(self, records, plan, results, sample_info) -> dict:
+        shard_rows, sample_rows = [], []
+        for i, keys in enumerate(plan):
+            name = shards.SHARD_PATTERN.format(i)
+            infos = [sample_info[k][1] for k in keys]
+            shard_rows.append({"name": name, "num_samples": len(keys), "num_frames": sum(s["num_frames"] for s in infos),
+                               "seconds": round(sum(s["seconds"] for s in infos), 6), "bytes": results[i]["bytes"],
+                               "sha256": results[i]["sha256"]})
+            sample_rows += [{"key": s["key"], "shard": name, "num_frames": s["num_frames"], "seconds": s["seconds"],
+                             "has_audio": s["has_audio"], "sha256": s["sha256"]} for s in infos]
+        rejected = [r for rec in records for r in rec["rejected"]]
+        with open(self.output / "rejected.jsonl.tmp", "w") as f:
+            for r in rejected:
+                f.write(json.dumps(r, sort_keys=True) + "\n")
+        os.replace(self.output / "rejected.jsonl.tmp", self.output / "rejected.jsonl")
+        totals = {"videos": len(records), "videos_with_samples": sum(1 for r in records if r["samples"]),
+                  "samples": len(sample_rows), "rejected": len(rejected), "shards": len(plan),
+                  "frames": sum(s["num_frames"] for s in sample_rows),
+                  "hours": round(sum(s["seconds"] for s in sample_rows) / 3600, 6),
+                  "source_hours": round(sum(r["duration_s"] for r in records) / 3600, 6),
+                  "bytes": sum(s["bytes"] for s in shard_rows)}
+        config = {k: v for k, v in dataclasses.asdict(self.cfg).items() if k not in RUNTIME_FIELDS}
+        index = shards.build_index(config, shard_rows, sample_rows, totals)
+        shards.write_json_atomic(self.output / "index.json", index)
+        return index
+
+
+# ------------------------------------------------------------------------------------------------ Ray session
+
+
+def init_ray(cfg: PreprocessConfig, address: str | None) -> str | None:
+    """Join ``address`` (``auto`` under ``ray submit``) or start an embedded single-node Ray on 127.0.0.1.
+
+    Returns the embedded cluster's temp dir (so the caller can stop exactly that cluster) or None.
+    """
+    import ray
+
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if address:
+        ray.init(address=address, runtime_env={"env_vars": {"PYTHONPATH": str(REPO_ROOT)}},
+                 log_to_driver=True)
+        return None
+    temp = cfg.ray_temp_dir or f"/tmp/vexray-{os.getpid()}"
+    ray.init(num_cpus=cfg.num_workers, num_gpus=1 if cfg.use_gpu else 0, include_dashboard=False,
+             _temp_dir=temp, _node_ip_address="127.0.0.1", log_to_driver=True, configure_logging=False)
+    return temp
+
+
+def run(inputs: str, output: str | Path, cfg: PreprocessConfig, address: str | None = None) -> dict:
+    """The whole job. Returns the index dict (also written to ``<output>/index.json``)."""
+    import ray
+
+    output = Path(output).resolve()
+    sources = sorted(list_inputs(inputs), key=shards.video_id_for)
+    if not sources:
+        raise FileNotFoundError(f"--input {inputs!r}: no input files")
+    print(f"[preprocess] {len(sources)} inputs -> {output} (workers={cfg.num_workers}, backend={cfg.face_backend})",
+          flush=True)
+    job = Preprocessor(cfg, output)
+    temp = init_ray(cfg, address)
+    try:
+        job.process_videos(sources)
+        index = job.write_shards(sources)
+    finally:
+        ray.shutdown()
+        if temp:
+            shutil.rmtree(temp, ignore_errors=True)
+    t = index["totals"]
+    print(f"[preprocess] done: {t['samples']} samples in {t['shards']} shards ({t['hours']:.3f} h), "
+          f"{t['rejected']} rejected -> {output / 'index.json'}", flush=True)
+    return index

@@ -1,0 +1,215 @@
+"""The per-video / per-clip work of preprocessing, Ray-free (pipeline.py wraps these in Ray tasks and actors).
+
+probe_video -> decode_clip -> detect_faces (model) -> audio features (model) -> crop_and_encode -> samples.
+Every function is deterministic for a given input and config, which is what makes resumed runs identical.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from fractions import Fraction
+from typing import Any
+
+import av
+import cv2
+import numpy as np
+
+from preprocessing import clips, media, shards
+from preprocessing.audio import SAMPLE_RATE, rms_db
+from preprocessing.config import PreprocessConfig
+
+
+@dataclass
+class Rejection:
+    source: str
+    reason: str
+    detail: str = ""
+    clip: int | None = None
+
+    def as_dict(self) -> dict:
+        return {"source": self.source, "clip": self.clip, "reason": self.reason, "detail": self.detail}
+
+
+@dataclass
+class VideoPlan:
+    source: str
+    video_id: str
+    fps: float  # output fps
+    duration_s: float
+    width: int
+    height: int
+    source_fps: float
+    has_audio: bool
+    spans: list[clips.ClipSpan] = field(default_factory=list)
+
+
+def probe_video(source: str, cfg: PreprocessConfig) -> tuple[VideoPlan | Rejection, np.ndarray | None]:
+    """Probe the container, load 16 kHz mono audio, cut the clip spans. Bad inputs -> a Rejection."""
+    try:
+        info = media.probe(source)
+    except media.MediaError as exc:
+        reason = "no_video_stream" if "no video stream" in str(exc) else "unreadable"
+        return Rejection(source, reason, str(exc)), None
+    audio = None
+    if info.has_audio:
+        try:
+            audio = media.read_audio(source, sample_rate=SAMPLE_RATE)
+        except media.MediaError as exc:
+            if cfg.require_audio:
+                return Rejection(source, "unreadable_audio", str(exc)), None
+    if audio is None and cfg.require_audio:
+        return Rejection(source, "no_audio", f"{source}: no audio stream and preprocess.require_audio=true"), None
+    num_frames = int(math.floor(info.duration_s * cfg.fps + 1e-6))
+    spans = clips.cut_clips(num_frames, cfg.fps, cfg.clip_seconds, cfg.min_clip_seconds)
+    plan = VideoPlan(source, shards.video_id_for(source), cfg.fps, info.duration_s, info.width, info.height,
+                     info.fps, audio is not None, spans)
+    if not spans:
+        return Rejection(source, "too_short", f"{info.duration_s:.2f} s < min_clip_seconds={cfg.min_clip_seconds}"), None
+    return plan, audio
+
+
+def decode_clip(source: str, start_s: float, num_frames: int, fps: float) -> np.ndarray:
+    """Frames ``start_s + i / fps`` (i < num_frames) as RGB uint8, by nearest preceding timestamp (the frame a
+    player shows), seeking to the keyframe before ``start_s``. A truncated file returns fewer frames."""
+    wanted = start_s + np.arange(num_frames) / fps
+    out: list[np.ndarray] = []
+    try:
+        with av.open(source) as c:
+            stream = c.streams.video[0]
+            stream.thread_type = "AUTO"
+            t0 = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+            if start_s > 0:
+                c.seek(int((t0 + start_s) / stream.time_base), stream=stream, backward=True, any_frame=False)
+            prev = None
+            prev_rgb = None
+            i = 0
+            for frame in c.decode(stream):
+                if frame.time is None:
+                    continue
+                t = float(frame.time) - t0
+                while i < num_frames and wanted[i] + 1e-6 < t:
+                    src = prev if prev is not None else frame
+                    if prev_rgb is None or src is not prev:
+                        prev_rgb = src.to_ndarray(format="rgb24")
+                    out.append(prev_rgb)
+                    i += 1
+                if i >= num_frames:
+                    break
+                prev, prev_rgb = frame, None
+                last_t = t
+            if prev is not None and i < num_frames:
+                # Frames after the last decoded one: show it while within its display duration.
+                dur = float(Fraction(1) / stream.average_rate) if stream.average_rate else 1.0 / fps
+                rgb = prev.to_ndarray(format="rgb24")
+                while i < num_frames and wanted[i] < last_t + dur - 1e-6:
+                    out.append(rgb)
+                    i += 1
+    except (av.error.FFmpegError, OSError, ValueError) as exc:
+        if not out:
+            raise media.MediaError(f"{source}: cannot decode video at {start_s:.2f}s ({exc})") from exc
+    return np.stack(out) if out else np.zeros((0, 0, 0, 3), np.uint8)
+
+
+def detection_scale(height: int, width: int, max_side: int) -> float:
+    """Downscale factor for detection (YuNet cost grows with pixels; faces in talking heads are large)."""
+    return min(1.0, max_side / max(height, width)) if max_side > 0 else 1.0
+
+
+def detect_faces(backend: Any, frames: np.ndarray, max_side: int) -> list[np.ndarray]:
+    """Per frame an array ``(k, 15)``: box xyxy, score, 5 kps (x, y), in source pixels."""
+    scale = detection_scale(frames.shape[1], frames.shape[2], max_side)
+    if scale < 1.0:
+        size = (max(1, round(frames.shape[2] * scale)), max(1, round(frames.shape[1] * scale)))
+        small = [cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in frames]
+    else:
+        small = list(frames)
+    out = []
+    for faces in backend.detect_batch(small):
+        rows = [np.concatenate([np.asarray(f.box, np.float32) / scale, [f.score],
+                                np.asarray(f.kps, np.float32).reshape(-1) / scale]) for f in faces]
+        out.append(np.asarray(rows, np.float32).reshape(-1, 15))
+    return out
+
+
+@dataclass(frozen=True)
+class DetectedFace:
+    box: np.ndarray
+    score: float
+    kps: np.ndarray
+
+
+def faces_from_array(rows: np.ndarray) -> list[DetectedFace]:
+    return [DetectedFace(r[:4], float(r[4]), r[5:15].reshape(5, 2)) for r in rows]
+
+
+def clip_audio(audio: np.ndarray, start_s: float, num_frames: int, fps: float) -> np.ndarray:
+    """The clip's audio samples, zero-padded when the audio track ends early."""
+    start = int(round(start_s * SAMPLE_RATE))
+    n = int(round(num_frames / fps * SAMPLE_RATE))
+    seg = audio[start:start + n]
+    return np.pad(seg, (0, n - len(seg))) if len(seg) < n else seg
+
+
+def crop_and_encode(
+    plan: VideoPlan,
+    span: clips.ClipSpan,
+    frames: np.ndarray,
+    detections: list[np.ndarray],
+    audio_segment: np.ndarray | None,
+    audio_features: np.ndarray | None,
+    cfg: PreprocessConfig,
+    backend_name: str,
+    audio_encoder_name: str,
+) -> tuple[dict | None, Rejection | None, np.ndarray | None]:
+    """Validate the face track, crop, map keypoints, encode members. -> (sample, None, crops) or (None, rejection, None)."""
+    reject = lambda reason, detail: (None, Rejection(plan.source, reason, detail, span.index), None)  # noqa: E731
+    if len(frames) < span.num_frames:
+        return reject("truncated", f"decoded {len(frames)}/{span.num_frames} frames at {span.start_s(plan.fps):.2f}s")
+    if audio_segment is not None and cfg.reject_silence and rms_db(audio_segment) < cfg.silence_db:
+        return reject("silence", f"audio level {rms_db(audio_segment):.1f} dBFS < {cfg.silence_db} dBFS")
+    track = clips.validate_track([faces_from_array(d) for d in detections], cfg.min_face_size,
+                                 cfg.min_face_score, cfg.min_valid_fraction)
+    if not track.ok:
+        return reject(track.reason, track.detail)
+    box = clips.stable_crop_box(track.boxes, cfg.crop_margin, cfg.smooth_window)
+    crops = clips.crop_resize(frames, box, cfg.crop_size)
+    kps = clips.to_crop_coords(track.kps, box, cfg.crop_size)
+    kps = np.clip(kps, 0, cfg.crop_size)  # a landmark just outside the crop border sits on it
+    mouth = clips.mouth_boxes(kps, cfg.crop_size)
+    meta = {
+        "source": plan.source, "video_id": plan.video_id, "clip_index": span.index,
+        "start_s": round(span.start_s(plan.fps), 6), "end_s": round(span.end_s(plan.fps), 6), "fps": plan.fps,
+        "num_frames": span.num_frames, "crop_box": [round(float(v), 3) for v in box], "crop_size": cfg.crop_size,
+        "source_size": [plan.width, plan.height], "has_audio": audio_segment is not None,
+        "face_backend": backend_name, "face_valid_fraction": round(track.valid_fraction, 4),
+        "audio_encoder": audio_encoder_name if audio_segment is not None else "",
+        "audio_dim": int(audio_features.shape[1]) if audio_features is not None else 0,
+        "has_latents": False, "versions": shards.package_versions(),
+    }
+    sample = shards.encode_sample(
+        shards.sample_key(plan.video_id, span.index), meta,
+        mp4=media.encode_mp4_bytes(crops, plan.fps, crf=cfg.crf),
+        kps=kps, mouth=mouth,
+        wav=media.wav_bytes(audio_segment, SAMPLE_RATE) if audio_segment is not None else None,
+        audio_features=audio_features,
+    )
+    return sample, None, crops
+
+
+def add_latents(sample: dict, latents: np.ndarray) -> dict:
+    """Attach VAE latents and flip ``has_latents`` in the metadata (re-encoding the json member)."""
+    import json
+
+    meta = json.loads(sample["json"])
+    meta["has_latents"] = True
+    out = dict(sample)
+    out["json"] = shards.json_bytes(meta)
+    out["latents.npy"] = shards.npy_bytes(latents.astype(np.float16))
+    return out
+
+
+def plan_summary(plan: VideoPlan) -> dict:
+    d = asdict(plan)
+    d["spans"] = [asdict(s) for s in plan.spans]
+    return d
