@@ -129,3 +129,48 @@ def frechet_distance_from_features(
     s1 = feature_statistics(features1, ddof=ddof, name=names[0], allow_rank_deficient=allow_rank_deficient)
     s2 = feature_statistics(features2, ddof=ddof, name=names[1], allow_rank_deficient=allow_rank_deficient)
     return frechet_distance(s1, s2)
+
+
+class RunningMoments:
+    """Feature sums accumulated batch by batch (bounded memory for long test sets), float64.
+
+    Sums are taken around a fixed shift (the first batch's mean) so the covariance does not suffer the
+    cancellation of ``E[xxᵀ] − μμᵀ`` when features have a large mean."""
+
+    def __init__(self, name: str = "features"):
+        self.name = name
+        self.num_samples = 0
+        self._shift: np.ndarray | None = None
+        self._sum: np.ndarray | None = None
+        self._outer: np.ndarray | None = None
+
+    def append(self, features: np.ndarray) -> None:
+        x = np.asarray(features, dtype=np.float64)
+        if x.ndim != 2:
+            raise ValueError(f"{self.name}: expected (num_samples, dim) features, got shape {x.shape}")
+        if len(x) == 0:
+            return
+        if not np.isfinite(x).all():
+            raise ValueError(f"{self.name}: features contain NaN or inf")
+        if self._shift is None:
+            self._shift = x.mean(axis=0)
+            self._sum = np.zeros(x.shape[1])
+            self._outer = np.zeros((x.shape[1], x.shape[1]))
+        elif x.shape[1] != self._shift.shape[0]:
+            raise ValueError(f"{self.name}: feature dim changed from {self._shift.shape[0]} to {x.shape[1]}")
+        c = x - self._shift
+        self._sum += c.sum(axis=0)
+        self._outer += c.T @ c
+        self.num_samples += len(x)
+
+    @property
+    def dim(self) -> int:
+        return 0 if self._shift is None else int(self._shift.shape[0])
+
+    def statistics(self, ddof: int = 1, allow_rank_deficient: bool = False) -> FeatureStatistics:
+        n, d = self.num_samples, self.dim
+        if n < 2 or (n <= d and not allow_rank_deficient):
+            raise RankDeficientError(self.name, n, d)
+        mean_c = self._sum / n
+        cov = (self._outer - n * np.outer(mean_c, mean_c)) / (n - ddof)
+        return FeatureStatistics(mean=mean_c + self._shift, cov=(cov + cov.T) / 2, num_samples=n, full_rank=n > d)

@@ -76,3 +76,20 @@ def test_bad_inputs():
     b = feature_statistics(np.random.default_rng(5).normal(size=(40, 4)))
     with pytest.raises(ValueError, match="dims differ"):
         frechet_distance(a, b)
+
+
+def test_running_moments_match_batch_statistics():
+    from evaluation.frechet import RunningMoments
+
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(300, 12)) * 0.01 + 1000.0  # large mean, small spread: the cancellation case
+    acc = RunningMoments("acc")
+    for chunk in np.array_split(x, 7):
+        acc.append(chunk)
+    for ddof in (0, 1):
+        ref = feature_statistics(x, ddof=ddof)
+        got = acc.statistics(ddof=ddof)
+        np.testing.assert_allclose(got.mean, ref.mean, rtol=1e-12)
+        np.testing.assert_allclose(got.cov, ref.cov, rtol=1e-8, atol=1e-14)
+    with pytest.raises(RankDeficientError):
+        RunningMoments("few").statistics()
