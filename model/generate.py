@@ -162,19 +162,19 @@ def build_kps_sequence(cfg, reference_image: np.ndarray, reference_path, num_fra
     if kps_path and driving_video:
         raise InputError("give either --kps or --driving-video, not both")
     inf = cfg.inference
+    driving = None
+    if kps_path:  # read (and validate) the file before any model work
+        data, image_size = load_kps_file(kps_path, inf.kps_image_size)
+        driving = _scale_kps(data[:, :3], (image_size, image_size), size)
     if backend is None:
         from preprocessing.faces import make_face_backend
 
         backend = make_face_backend(inf.face_backend)
-    ref_kps = _scale_kps(detect_reference_kps(reference_image, backend, reference_path)[:3],
-                         reference_image.shape[:2], size)
-    driving = None
-    if kps_path:
-        data, image_size = load_kps_file(kps_path, inf.kps_image_size)
-        driving = _scale_kps(data[:, :3], (image_size, image_size), size)
-    elif driving_video:
+    if driving_video:
         data, hw = driving_video_kps(driving_video, inf.fps, num_frames, backend)
         driving = _scale_kps(data[:, :3], hw, size)
+    ref_kps = _scale_kps(detect_reference_kps(reference_image, backend, reference_path)[:3],
+                         reference_image.shape[:2], size)
     strategy = inf.retarget_strategy if driving is not None else "fix_face"
     return retarget(strategy, ref_kps, driving, num_frames)
 
@@ -188,6 +188,10 @@ def generate(cfg, reference: str | Path, audio_path: str | Path, output: str | P
     output = Path(output)
     if output.suffix.lower() != ".mp4":
         raise InputError(f"{output}: the output must be an .mp4 file")
+    if checkpoint:
+        from model.pipeline_loading import weights_folder
+
+        weights_folder(checkpoint)  # fail before any model work when the folder is wrong
     image = load_reference_image(reference)
     audio = load_audio(audio_path)
     num_frames = num_output_frames(len(audio), cfg.inference.fps)

@@ -74,15 +74,27 @@ def make_audio_encoder(cfg, device: str = "cpu"):
     return encoder
 
 
-def load_vexpress_weights(modules, folder: str | Path) -> None:
-    """Official five-file folder or one of ours (``model.checkpoints``), into ``modules`` in place."""
+def weights_folder(folder: str | Path) -> Path:
+    """The folder holding the five files: ``folder`` itself or its ``weights/`` subfolder."""
+    from model.checkpoints import find_checkpoint_file
+
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: checkpoint folder not found")
-    from model import checkpoints
+    for candidate in (folder, folder / "weights"):
+        if candidate.is_dir() and find_checkpoint_file(candidate, "denoising_unet") is not None:
+            return candidate
+    raise FileNotFoundError(f"{folder}: no V-Express weights (denoising_unet.safetensors/.bin/.pth) here "
+                            "or in its weights/ subfolder")
 
-    checkpoints.load_vexpress_checkpoint(modules, folder)
-    log.info("loaded V-Express weights from %s", folder)
+
+def load_vexpress_weights(modules, folder: str | Path) -> None:
+    """Official five-file folder (.bin/.pth) or one of ours (.safetensors) into ``modules``, strictly."""
+    from model.checkpoints import load_vexpress_weights as load_files
+
+    path = weights_folder(folder)
+    load_files(modules, path, strict=True)
+    log.info("loaded V-Express weights from %s", path)
 
 
 def load_pipeline(cfg, checkpoint: str | Path | None = None, *, device: str | None = None,

@@ -1,0 +1,28 @@
+"""The inference loader takes our safetensors checkpoints and the official five-file .bin layout."""
+
+import pytest
+import torch
+
+from model.build import build_modules
+from model.checkpoints import save_vexpress_weights
+from model.pipeline_loading import load_pipeline
+
+
+@pytest.mark.parametrize("fmt,dtype", [("safetensors", None), ("bin", torch.float16)])
+def test_load_checkpoint_folder(tiny_cfg, tmp_path, fmt, dtype):
+    trained = build_modules(tiny_cfg.model, seed=123)  # differs from the loader's own seeded init
+    save_vexpress_weights(trained, tmp_path / "weights", dtype=dtype, file_format=fmt)
+    pipe = load_pipeline(tiny_cfg, checkpoint=tmp_path)  # finds the weights/ subfolder
+    want, got = trained.state_dict(), pipe.modules.state_dict()
+    assert want.keys() == got.keys()
+    tol = {} if dtype is None else {"atol": 1e-3, "rtol": 1e-3}
+    for key in want:
+        torch.testing.assert_close(got[key].float(), want[key].float(), **({"atol": 0, "rtol": 0} | tol))
+
+
+def test_missing_checkpoint_folder_named(tiny_cfg, tmp_path):
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        load_pipeline(tiny_cfg, checkpoint=tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="denoising_unet"):
+        load_pipeline(tiny_cfg, checkpoint=tmp_path / "empty")
