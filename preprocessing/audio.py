@@ -16,17 +16,21 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from preprocessing import media
 
 SAMPLE_RATE = 16000
 VECTORS_PER_FRAME = 2
 
-try:  # model/ owns the windowing; use its interpolation so shards and inference agree exactly.
-    from model.audio_windows import interpolate_audio_features as _model_interpolate
-except ImportError:  # pragma: no cover - only while model/audio_windows.py is absent
-    _model_interpolate = None
+
+def _model_interpolate():
+    """model/ owns the windowing; use its interpolation so shards and inference agree exactly.
+    Imported lazily: torch is heavy and decode tasks never need it."""
+    try:
+        from model.audio_windows import interpolate_audio_features
+    except ImportError:  # pragma: no cover - only while model/audio_windows.py is absent
+        return None
+    return interpolate_audio_features
 
 
 def load_audio(src: str | Path | bytes, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
@@ -49,9 +53,12 @@ def interpolate_audio_features(features: np.ndarray, num_frames: int,
     Output vector ``j`` sits at relative time ``(j + 0.5) / (vectors_per_frame * num_frames)`` of the clip and is
     interpolated between the encoder frames around it (encoder frame ``i`` centred at ``(i + 0.5) / T``).
     """
-    if _model_interpolate is not None:
+    model_interpolate = _model_interpolate()
+    if model_interpolate is not None:
+        import torch
+
         hidden = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
-        return _model_interpolate(hidden, num_frames, vectors_per_frame).numpy()
+        return model_interpolate(hidden, num_frames, vectors_per_frame).numpy()
     features = np.asarray(features, np.float32)
     t_in = features.shape[0]
     n_out = vectors_per_frame * num_frames
@@ -69,6 +76,8 @@ class AudioEncoder:
     """Audio features from a local transformers folder. ``encode(audio_16k) -> (T, D)`` float32."""
 
     def __init__(self, path: str | Path, kind: str = "wav2vec2", device: str = "cpu") -> None:
+        import torch
+
         path = Path(path)
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"{path}: not a transformers model folder (config.json missing)")
@@ -90,15 +99,17 @@ class AudioEncoder:
         self.model.eval().to(self.device)
         self.dim = int(self.model.config.hidden_size if kind == "wav2vec2" else self.model.config.d_model)
 
-    @torch.inference_mode()
     def encode(self, audio: np.ndarray) -> np.ndarray:
+        import torch
+
         audio = np.asarray(audio, np.float32)
-        if self.kind == "wav2vec2":
-            # The processor normalises each utterance to zero mean / unit variance (do_normalize=True).
-            inputs = self.extractor(audio, sampling_rate=SAMPLE_RATE, return_tensors="pt")
-            hidden = self.model(inputs.input_values.to(self.device)).last_hidden_state
-            return hidden[0].float().cpu().numpy()
-        return self._encode_whisper(audio)
+        with torch.inference_mode():
+            if self.kind == "wav2vec2":
+                # The processor normalises each utterance to zero mean / unit variance (do_normalize=True).
+                inputs = self.extractor(audio, sampling_rate=SAMPLE_RATE, return_tensors="pt")
+                hidden = self.model(inputs.input_values.to(self.device)).last_hidden_state
+                return hidden[0].float().cpu().numpy()
+            return self._encode_whisper(audio)
 
     def _encode_whisper(self, audio: np.ndarray) -> np.ndarray:
         window = 30 * SAMPLE_RATE  # whisper's fixed input: 30 s -> 1500 vectors (50 Hz)
@@ -118,6 +129,7 @@ class AudioEncoder:
 
 def build_tiny_wav2vec2(hidden_size: int = 32, seed: int = 0):
     """A 2-layer random Wav2Vec2 with the real conv front-end strides (320 samples per vector at 16 kHz)."""
+    import torch
     from transformers import Wav2Vec2Config, Wav2Vec2Model
 
     torch.manual_seed(seed)
@@ -143,6 +155,7 @@ def save_tiny_wav2vec2(folder: str | Path, hidden_size: int = 32, seed: int = 0)
 
 def save_tiny_whisper(folder: str | Path, d_model: int = 32, seed: int = 0) -> Path:
     """A tiny random WhisperModel + feature extractor folder (tests of the multilingual option)."""
+    import torch
     from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperModel
 
     torch.manual_seed(seed)

@@ -72,7 +72,7 @@ def _face_size(box: np.ndarray) -> float:
 
 def classify_frame(faces: Sequence[FaceLike], min_size: float, min_score: float) -> tuple[str, FaceLike | None]:
     """One frame's verdict: ``ok`` (exactly one confident face of sufficient size), ``no_face``,
-    ``multiple_faces`` (two or more confident faces of sufficient size) or ``small_face``."""
+    ``multiple_faces`` (two or more confident faces of sufficient size) or ``face_too_small``."""
     confident = [f for f in faces if f.score >= min_score]
     if not confident:
         return "no_face", None
@@ -80,7 +80,7 @@ def classify_frame(faces: Sequence[FaceLike], min_size: float, min_score: float)
     if len(big) > 1:
         return "multiple_faces", None
     if not big:
-        return "small_face", None
+        return "face_too_small", None
     return "ok", big[0]
 
 
@@ -103,7 +103,7 @@ def validate_track(
     """Keep a clip when at least ``min_valid_fraction`` of its frames show exactly one valid face.
 
     Frames that fail are filled by interpolating the tracked face from their neighbours. The reason of a
-    rejected clip is the most common failing verdict (``no_face`` / ``multiple_faces`` / ``small_face``).
+    rejected clip is the most common failing verdict (``no_face`` / ``multiple_faces`` / ``face_too_small``).
     """
     n = len(faces_per_frame)
     if n == 0:
@@ -123,7 +123,9 @@ def validate_track(
     n_multi = verdicts.count("multiple_faces")
     if fraction < min_valid_fraction or (n_multi and min_valid_fraction >= 1.0):
         failing = [v for v in verdicts if v != "ok"]
-        reason = max(sorted(set(failing)), key=failing.count)
+        # Name the most specific problem that is common enough to matter, else the most frequent one.
+        frequent = [v for v in ("multiple_faces", "face_too_small", "no_face") if failing.count(v) >= 0.2 * n]
+        reason = frequent[0] if frequent else max(sorted(set(failing)), key=failing.count)
         detail = f"{valid.sum()}/{n} frames with exactly one face (need {min_valid_fraction:.0%}); " + ", ".join(
             f"{v}={failing.count(v)}" for v in sorted(set(failing)))
         return TrackResult(False, reason, detail, valid_fraction=fraction)

@@ -28,6 +28,7 @@ class PreprocessConfig:
     reject_silence: bool = True  # a clip whose audio is below silence_db is rejected ("silence")
     silence_db: float = -50.0  # dBFS (RMS over the clip)
     crf: int = 18  # h264 quality of the crops
+    encode_preset: str = "medium"  # libx264 preset of the crops (speed vs size; not quality at a fixed crf)
     precompute_latents: bool = False
     vae_path: str = ""
     shard_max_bytes: int = 1_000_000_000

@@ -96,13 +96,15 @@ def localize(source: str, cache_dir: Path) -> str:
 # ------------------------------------------------------------------------------------------------ stage code
 
 
-def _limit_threads() -> None:
+def _limit_threads(uses_torch: bool = False) -> None:
     """One thread per Ray worker: Ray already runs one worker per logical CPU."""
     import cv2
-    import torch
 
     cv2.setNumThreads(1)
-    torch.set_num_threads(1)
+    if uses_torch:
+        import torch
+
+        torch.set_num_threads(1)
 
 
 def _face_backend_name(cfg: PreprocessConfig) -> str:
@@ -131,7 +133,7 @@ class AudioActor:
     def __init__(self, cfg: PreprocessConfig, path: str) -> None:
         from preprocessing.audio import AudioEncoder
 
-        _limit_threads()
+        _limit_threads(uses_torch=True)
         self.encoder = AudioEncoder(path, cfg.audio_encoder, device="cuda" if cfg.use_gpu else "cpu")
 
     def features(self, audio: np.ndarray, start_s: float, num_frames: int, fps: float) -> np.ndarray:
@@ -143,7 +145,7 @@ class VaeActor:
         import torch
         from diffusers import AutoencoderKL
 
-        _limit_threads()
+        _limit_threads(uses_torch=True)
         self.device = torch.device("cuda" if cfg.use_gpu else "cpu")
         self.vae = AutoencoderKL.from_pretrained(path).eval().to(self.device)
 
@@ -228,6 +230,28 @@ def write_shard_task(path: str, keys: list[str], video_tars: list[str]) -> dict:
 # ------------------------------------------------------------------------------------------------ driver
 
 
+def is_infra_error(exc: BaseException) -> bool:
+    """True for failures of the machinery (OOM kill, dead worker/actor/node, lost object) rather than of the
+    input: such a video is retried and never recorded as rejected, so no good clip is lost."""
+    from ray import exceptions as E
+
+    names = ("OutOfMemoryError", "WorkerCrashedError", "ObjectLostError", "RayActorError", "NodeDiedError",
+             "ObjectStoreFullError", "LocalRayletDiedError", "OwnerDiedError", "TaskUnschedulableError",
+             "ActorUnschedulableError", "RaySystemError", "ObjectFetchTimedOutError")
+    kinds = tuple(getattr(E, n) for n in names if hasattr(E, n))
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, kinds):
+            return True
+        exc = getattr(exc, "cause", None) if isinstance(exc, E.RayTaskError) else None
+        seen += 1
+    return False
+
+
+class InfraFailure(RuntimeError):
+    """Some videos failed for infrastructure reasons after all retries; rerunning resumes them."""
+
+
 @dataclasses.dataclass
 class _Video:
     plan: stages.VideoPlan
@@ -236,6 +260,7 @@ class _Video:
     next_span: int = 0
     payloads: dict = dataclasses.field(default_factory=dict)  # span index -> payload ref
     done: int = 0
+    failed: str = ""  # infrastructure error seen on one of its clips: retry the whole video
 
 
 class Progress:
@@ -270,6 +295,8 @@ class Preprocessor:
         self.work = output / "work"
         self.video_dir = self.work / "videos"
         self.video_dir.mkdir(parents=True, exist_ok=True)
+        self.attempts: dict[str, int] = {}
+        self.failed: dict[str, str] = {}
 
     # --- model folders: a configured local folder, or a tiny random model saved once under work/
     def audio_path(self) -> tuple[str, str]:
@@ -361,37 +388,64 @@ class Preprocessor:
             ready, _ = ray.wait(waiting, num_returns=1, timeout=1.0)
             for ref in ready:
                 if ref in probes:
-                    self._on_probe(ref, probes.pop(ref), active, progress)
+                    self._on_probe(ref, probes.pop(ref), active, progress, pending)
                 elif ref in clips_inflight:
                     vid, span_index = clips_inflight.pop(ref)
                     video = active[vid]
                     video.done += 1
                     try:
                         ray.get(ref)
-                    except Exception as exc:  # a bug or an undecodable clip beyond retries: reject, go on
-                        rej = stages.Rejection(video.plan.source, "error", f"{type(exc).__name__}: {exc}"[:500],
-                                               span_index)
-                        video.payloads[span_index] = ray.put({"rejection": rej.as_dict()})
+                    except Exception as exc:
+                        if is_infra_error(exc):
+                            video.failed = f"{type(exc).__name__}: {exc}"[:300]
+                        else:  # the input made our code fail: reject that clip with the error, go on
+                            rej = stages.Rejection(video.plan.source, "error", f"{type(exc).__name__}: {exc}"[:500],
+                                                   span_index)
+                            video.payloads[span_index] = ray.put({"rejection": rej.as_dict()})
                     if video.done == len(video.plan.spans):
-                        payloads = [video.payloads[i] for i in range(len(video.plan.spans))]
-                        commits[r["commit"].remote(str(self.video_dir), video.plan, *payloads)] = vid
                         del active[vid]
+                        if video.failed:
+                            self._retry(video.plan.source, video.failed, pending)
+                            continue
+                        payloads = [video.payloads[i] for i in range(len(video.plan.spans))]
+                        commits[r["commit"].remote(str(self.video_dir), video.plan, *payloads)] = video.plan.source
                 else:
-                    commits.pop(ref)
-                    res = ray.get(ref)
+                    src = commits.pop(ref)
+                    try:
+                        res = ray.get(ref)
+                    except Exception as exc:
+                        if not is_infra_error(exc):
+                            raise
+                        self._retry(src, f"{type(exc).__name__}: {exc}"[:300], pending)
+                        continue
                     progress.add(res["kept"], res["rejected"], res["seconds"])
             progress.maybe_print()
         progress.maybe_print(force=True)
         for actor in faces + audios + vaes:
             ray.kill(actor)
+        if self.failed:
+            raise InfraFailure(f"{len(self.failed)} video(s) failed for infrastructure reasons after "
+                               f"{self.cfg.max_retries} retries (nothing recorded for them; rerun the same command "
+                               f"to resume): " + "; ".join(f"{s}: {e}" for s, e in sorted(self.failed.items()))[:2000])
 
-    def _on_probe(self, ref, item, active: dict, progress: Progress) -> None:
+    def _retry(self, source: str, error: str, pending: deque) -> None:
+        self.attempts[source] = self.attempts.get(source, 0) + 1
+        if self.attempts[source] <= self.cfg.max_retries:
+            print(f"[preprocess] retrying {source} after: {error}", flush=True)
+            pending.append(source)
+        else:
+            self.failed[source] = error
+
+    def _on_probe(self, ref, item, active: dict, progress: Progress, pending: deque) -> None:
         import ray
 
         src, audio_ref = item
         try:
             meta = ray.get(ref)
-        except Exception as exc:  # the probe itself crashed beyond retries: the input is unusable
+        except Exception as exc:
+            if is_infra_error(exc):
+                self._retry(src, f"{type(exc).__name__}: {exc}"[:300], pending)
+                return
             meta = {"rejection": stages.Rejection(src, "error", f"{type(exc).__name__}: {exc}"[:500]).as_dict()}
         if "rejection" in meta:
             vid = shards.video_id_for(src)
@@ -477,7 +531,18 @@ def init_ray(cfg: PreprocessConfig, address: str | None) -> str | None:
         ray.init(address=address, runtime_env={"env_vars": {"PYTHONPATH": str(REPO_ROOT)}},
                  log_to_driver=True)
         return None
+    # Loopback only: ray.init(_node_ip_address="127.0.0.1") alone is re-resolved to the machine's address and
+    # gcs/raylet/agents then listen on all interfaces. Ray's "local-only" mode (the one it uses on macOS and
+    # Windows) makes every process bind 127.0.0.1; it is read from the environment (children) and a module
+    # constant (this process).
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    from ray._private import ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = False
     temp = cfg.ray_temp_dir or f"/tmp/vexray-{os.getpid()}"
+    # Ray's memory monitor kills workers at 95 % of *machine* memory, which on a shared box is mostly other
+    # people's; killed work is retried anyway (is_infra_error), so be less eager unless the user says otherwise.
+    os.environ.setdefault("RAY_memory_usage_threshold", "0.98")
     ray.init(num_cpus=cfg.num_workers, num_gpus=1 if cfg.use_gpu else 0, include_dashboard=False,
              _temp_dir=temp, _node_ip_address="127.0.0.1", log_to_driver=True, configure_logging=False)
     return temp

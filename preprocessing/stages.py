@@ -49,7 +49,10 @@ def probe_video(source: str, cfg: PreprocessConfig) -> tuple[VideoPlan | Rejecti
     try:
         info = media.probe(source)
     except media.MediaError as exc:
-        reason = "no_video_stream" if "no video stream" in str(exc) else "unreadable"
+        if "no video stream" in str(exc):
+            reason = "no_video_stream"
+        else:  # a container we recognise but cannot open is damaged; anything else is not a video at all
+            reason = "corrupt" if looks_like_media(source) else "not_a_video"
         return Rejection(source, reason, str(exc)), None
     audio = None
     if info.has_audio:
@@ -67,6 +70,20 @@ def probe_video(source: str, cfg: PreprocessConfig) -> tuple[VideoPlan | Rejecti
     if not spans:
         return Rejection(source, "too_short", f"{info.duration_s:.2f} s < min_clip_seconds={cfg.min_clip_seconds}"), None
     return plan, audio
+
+
+_MAGIC = (b"\x1aE\xdf\xa3", b"RIFF", b"FLV", b"\x00\x00\x01\xba", b"OggS", b"\x30\x26\xb2\x75")
+_MP4_BOXES = (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip")
+
+
+def looks_like_media(path: str) -> bool:
+    """Container magic bytes (mp4/mov boxes, Matroska/WebM, AVI, FLV, MPEG-PS, Ogg, ASF, MPEG-TS)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(200)
+    except OSError:
+        return False
+    return head[4:8] in _MP4_BOXES or head.startswith(_MAGIC) or (len(head) > 188 and head[0] == head[188] == 0x47)
 
 
 def decode_clip(source: str, start_s: float, num_frames: int, fps: float) -> np.ndarray:
@@ -167,7 +184,7 @@ def crop_and_encode(
     if len(frames) < span.num_frames:
         return reject("truncated", f"decoded {len(frames)}/{span.num_frames} frames at {span.start_s(plan.fps):.2f}s")
     if audio_segment is not None and cfg.reject_silence and rms_db(audio_segment) < cfg.silence_db:
-        return reject("silence", f"audio level {rms_db(audio_segment):.1f} dBFS < {cfg.silence_db} dBFS")
+        return reject("silent_audio", f"audio level {rms_db(audio_segment):.1f} dBFS < {cfg.silence_db} dBFS")
     track = clips.validate_track([faces_from_array(d) for d in detections], cfg.min_face_size,
                                  cfg.min_face_score, cfg.min_valid_fraction)
     if not track.ok:
@@ -189,7 +206,7 @@ def crop_and_encode(
     }
     sample = shards.encode_sample(
         shards.sample_key(plan.video_id, span.index), meta,
-        mp4=media.encode_mp4_bytes(crops, plan.fps, crf=cfg.crf),
+        mp4=media.encode_mp4_bytes(crops, plan.fps, crf=cfg.crf, preset=cfg.encode_preset),
         kps=kps, mouth=mouth,
         wav=media.wav_bytes(audio_segment, SAMPLE_RATE) if audio_segment is not None else None,
         audio_features=audio_features,

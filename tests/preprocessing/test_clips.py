@@ -29,7 +29,7 @@ def test_cut_clips_whole_frames_and_drops_short_tail():
 @pytest.mark.parametrize("faces, verdict", [
     ([], "no_face"),
     ([face(0, 0, 100, score=0.3)], "no_face"),
-    ([face(0, 0, 30)], "small_face"),
+    ([face(0, 0, 30)], "face_too_small"),
     ([face(0, 0, 100), face(200, 0, 100)], "multiple_faces"),
     ([face(0, 0, 100), face(200, 0, 20)], "ok"),  # a tiny background face does not count
     ([face(0, 0, 100), face(200, 0, 100, score=0.2)], "ok"),
@@ -53,7 +53,7 @@ def test_validate_track_two_faces_rejects_even_when_fraction_allows():
     frames[0] = [face(0, 0, 100), face(300, 0, 100)]
     assert clips.validate_track(frames, 64, 0.6, 1.0).reason == "multiple_faces"
     tiny = clips.validate_track([[face(0, 0, 20)]] * 5, 64, 0.6, 1.0)
-    assert not tiny.ok and tiny.reason == "small_face"
+    assert not tiny.ok and tiny.reason == "face_too_small"
 
 
 def test_stable_crop_box_is_square_union_with_margin():
@@ -90,7 +90,7 @@ def test_mouth_boxes_cover_mouth_corners_and_stay_in_crop():
     kps = np.stack([f.kps, f.kps + 1000])  # second frame far outside -> clamped
     boxes = clips.mouth_boxes(kps, 512)
     x0, y0, x1, y1 = boxes[0]
-    (lx, ly), (rx, ry) = f.kps[3], f.kps[4]
+    (lx, ly), (rx, _) = f.kps[3], f.kps[4]
     assert x0 < lx < rx < x1 and y0 < ly < y1
     nose_to_mouth = ly - f.kps[2, 1]
     np.testing.assert_allclose(y1 - y0, 2 * nose_to_mouth, rtol=1e-5)
