@@ -20,6 +20,7 @@ import contextlib
 import copy
 import dataclasses
 import inspect
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -49,6 +50,7 @@ class SamplingStats:
     denoiser_calls: int = 0
     frame_evaluations: int = 0
     windows: list[list[int]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
 
 @dataclass
@@ -172,9 +174,11 @@ class VExpressPipeline:
         return kwargs
 
     # ------------------------------------------------------------------ sampling
-    def _make_step_fn(self, replica, device, cond, t, guidance_scale, ref_w, aud_w, stats):
-        """A window denoiser for ``model.windows.denoise_windows``: one batched CFG forward per window."""
-        on_dev = {k: _to(v, device) for k, v in cond.items()}
+    def _make_step_fn(self, replica, device, on_dev, t, guidance_scale, ref_w, aud_w, stats):
+        """A window denoiser for ``model.windows.denoise_windows``: one batched CFG forward per window.
+
+        ``on_dev``: the conditions (reference features, V-Kps features, audio tokens) already on ``device``.
+        """
         do_cfg = guidance_scale > 1.0
         batch = 2 if do_cfg else 1
 
@@ -194,8 +198,9 @@ class VExpressPipeline:
             out = replica(x, timestep, audio_tokens=audio, reference_features=ref, kps_features=kps,
                           reference_frame_mask=mask, reference_attention_weight=ref_w,
                           audio_attention_weight=aud_w).sample
-            stats.denoiser_calls += 1
-            stats.frame_evaluations += batch * len(frames)
+            with stats.lock:  # replicas on several devices run in threads
+                stats.denoiser_calls += 1
+                stats.frame_evaluations += batch * len(frames)
             if do_cfg:
                 uncond, cond_ = out.float().chunk(2)
                 return uncond + guidance_scale * (cond_ - uncond)
@@ -265,12 +270,13 @@ class VExpressPipeline:
         windows = context_windows(num_frames, context_frames, context_overlap)
         stats = SamplingStats(windows=windows)
         step_kwargs = self._step_kwargs(generator)
+        cond_on = [_to(cond, d) for d in self.devices]  # copied to each replica's device once
         unet_ctx = self._on_device(self.modules.denoising_unet)
         with unet_ctx:
             for t in tqdm(self.scheduler.timesteps, desc="denoising", disable=not progress):
                 model_in = self.scheduler.scale_model_input(latents, t)
-                fns = [self._make_step_fn(r, d, cond, t, guidance_scale, ref_w, aud_w, stats)
-                       for r, d in zip(self._replicas, self.devices)]
+                fns = [self._make_step_fn(r, d, c, t, guidance_scale, ref_w, aud_w, stats)
+                       for r, d, c in zip(self._replicas, self.devices, cond_on)]
                 pred = denoise_windows(model_in, fns, windows)
                 latents = self.scheduler.step(pred.to(latents.dtype), t, latents, **step_kwargs).prev_sample
         return _Sampled(latents, stats)
@@ -305,6 +311,8 @@ def _map_tensors(value, fn):
         return fn(value)
     if isinstance(value, (list, tuple)):
         return type(value)(_map_tensors(v, fn) for v in value)
+    if isinstance(value, dict):
+        return {k: _map_tensors(v, fn) for k, v in value.items()}
     if dataclasses.is_dataclass(value) and hasattr(value, "features"):
         return dataclasses.replace(value, features=[fn(f) for f in value.features])
     return value
