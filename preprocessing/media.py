@@ -10,6 +10,7 @@ import io
 import json
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -135,28 +136,58 @@ def read_audio(src: str | Path | bytes, sample_rate: int = 16000) -> np.ndarray:
     return np.concatenate(chunks).astype(np.float32)
 
 
-def _encode(out: str | BinaryIO, frames: np.ndarray, fps: float, crf: int, fmt: str | None) -> None:
+def _check_frames(frames: np.ndarray) -> None:
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise ValueError(f"frames must be uint8 (F, H, W, 3), got {frames.dtype} {frames.shape}")
+    if len(frames) == 0:
+        raise ValueError("frames is empty")
     h, w = frames.shape[1:3]
     if h % 2 or w % 2:
         raise ValueError(f"h264/yuv420p needs even frame sizes, got {w}x{h}")
-    with av.open(out, mode="w", format=fmt) as c:
-        s = c.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
-        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
-        # Deterministic output: single thread, fixed options.
-        s.options = {"crf": str(crf), "preset": "medium", "threads": "1"}
-        s.codec_context.thread_count = 1
+
+
+def _encode(out: Path, frames: np.ndarray, fps: float, crf: int, audio_file: Path | None = None,
+            preset: str = "medium") -> None:
+    """Encode with the system ffmpeg (raw RGB piped in), optionally muxing ``audio_file`` as AAC.
+
+    Why the ffmpeg CLI and not PyAV's encoder: the libx264 bundled in the PyAV 18 wheel gave different
+    bytes for identical input in about one run in five (even single-threaded); Debian's ffmpeg/libx264
+    is byte-stable. Determinism matters: the sample data and the shard checksums must be reproducible.
+    """
+    _check_frames(frames)
+    h, w = frames.shape[1:3]
+    rate = Fraction(fps).limit_denominator(1001)
+    cmd = [_ffmpeg(), "-y", "-nostdin", "-loglevel", "error",
+           "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", f"{rate.numerator}/{rate.denominator}",
+           "-i", "pipe:0"]
+    if audio_file is not None:
+        cmd += ["-i", str(audio_file)]
+    cmd += ["-map", "0:v:0", "-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-threads", "1",
+            "-pix_fmt", "yuv420p"]
+    if audio_file is not None:
+        # The video decides the length: the audio is padded with silence or cut to len(frames) / fps.
+        cmd += ["-map", "1:a:0", "-c:a", "aac", "-b:a", "128k", "-af", "apad",
+                "-t", f"{len(frames) / float(rate):.6f}"]
+    cmd += ["-fflags", "+bitexact", "-flags:v", "+bitexact", "-flags:a", "+bitexact",
+            "-movflags", "+faststart", "-f", "mp4", str(out)]
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
         for f in frames:
-            c.mux(s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
-        c.mux(s.encode(None))
+            proc.stdin.write(np.ascontiguousarray(f).tobytes())
+        proc.stdin.close()
+    except BrokenPipeError:
+        pass  # ffmpeg stopped early; its stderr says why
+    err = proc.stderr.read().decode(errors="replace")
+    if proc.wait() != 0:
+        raise MediaError(f"{out}: ffmpeg encode failed: {err.strip()[-500:]}")
 
 
-def encode_mp4_bytes(frames: np.ndarray, fps: float, crf: int = 18) -> bytes:
-    """h264 mp4 (no audio) as bytes, e.g. for a WebDataset sample."""
-    buf = io.BytesIO()
-    _encode(buf, frames, fps, crf, "mp4")
-    return buf.getvalue()
+def encode_mp4_bytes(frames: np.ndarray, fps: float, crf: int = 18, preset: str = "medium") -> bytes:
+    """h264 mp4 (no audio) as bytes, e.g. for a WebDataset sample. Byte-identical for identical input."""
+    with tempfile.TemporaryDirectory(prefix="vexpress-enc-") as d:
+        out = Path(d) / "video.mp4"
+        _encode(out, frames, fps, crf, preset=preset)
+        return out.read_bytes()
 
 
 def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int = 16000) -> Path:
@@ -183,31 +214,26 @@ def write_video(
     audio: str | Path | np.ndarray | None = None,
     sample_rate: int = 16000,
     crf: int = 18,
+    preset: str = "medium",
 ) -> Path:
-    """Write an h264 mp4; mux ``audio`` (a file or a mono array) as AAC when given.
+    """Write an h264 mp4 (faststart); mux ``audio`` (a file or a mono array) as AAC when given.
 
-    The video keeps exactly ``len(frames)`` frames at ``fps``; the audio is cut to the video's duration.
+    The video keeps exactly ``len(frames)`` frames at ``fps``; the audio is padded or cut to the video's
+    duration. Output is byte-identical for identical input; the file appears atomically (temp + rename).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".video.tmp.mp4")
-    _encode(str(tmp), frames, fps, crf, "mp4")
-    if audio is None:
+    with tempfile.TemporaryDirectory(prefix="vexpress-enc-", dir=path.parent) as d:
+        audio_file = None
+        if isinstance(audio, np.ndarray):
+            audio_file = write_wav(Path(d) / "audio.wav", audio, sample_rate)
+        elif audio is not None:
+            audio_file = Path(audio)
+            if not audio_file.is_file():
+                raise MediaError(f"{audio_file}: audio file not found")
+        tmp = Path(d) / "out.mp4"
+        _encode(tmp, frames, fps, crf, audio_file, preset)
         tmp.replace(path)
-        return path
-    audio_file = Path(audio) if not isinstance(audio, np.ndarray) else write_wav(path.with_suffix(".tmp.wav"), audio, sample_rate)
-    duration = len(frames) / fps
-    cmd = [_ffmpeg(), "-y", "-loglevel", "error", "-i", str(tmp), "-i", str(audio_file),
-           "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", "-c:a", "aac", "-b:a", "128k",
-           "-af", "apad", "-t", f"{duration:.6f}", "-fflags", "+bitexact", "-flags:a", "+bitexact",
-           str(path.with_suffix(".mux.tmp.mp4"))]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    tmp.unlink(missing_ok=True)
-    if isinstance(audio, np.ndarray):
-        audio_file.unlink(missing_ok=True)
-    if proc.returncode != 0:
-        raise MediaError(f"{path}: ffmpeg mux failed: {proc.stderr.strip()[-500:]}")
-    path.with_suffix(".mux.tmp.mp4").replace(path)
     return path
 
 

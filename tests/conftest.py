@@ -17,3 +17,13 @@ def tiny_config():
     from infra.config_tree import load
 
     return load("tiny/stage1")
+
+
+@pytest.fixture(scope="session")
+def sample_data_dir(tmp_path_factory):
+    """The embedded sample set (preprocessing.sample_data), built once per test session; see its manifest.json."""
+    from preprocessing.sample_data import build_sample_data
+
+    out = tmp_path_factory.mktemp("sample_data")
+    build_sample_data(out, log=lambda _msg: None)
+    return out
