@@ -269,3 +269,13 @@ def test_tiny_full_forward_is_fast_enough_to_be_a_test_model():
     with torch.no_grad():
         inputs["reference_features"] = net(torch.randn(1, 4, H, H))
         assert run(unet, inputs).shape == (1, 4, 12, H, H)
+
+
+def test_bfloat16_forward():
+    net, unet = make_reference_net().to(torch.bfloat16), make_unet().to(torch.bfloat16)
+    inputs = unet_inputs()
+    with torch.no_grad():
+        inputs["reference_features"] = net(torch.randn(1, 4, H, H, dtype=torch.bfloat16))
+        out = unet(**{k: v.to(torch.bfloat16) if torch.is_tensor(v) and v.is_floating_point() else v
+                      for k, v in inputs.items()}).sample
+    assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()
