@@ -125,6 +125,9 @@ class FaceActor:
         _limit_threads()
         self.cfg, self.backend = cfg, make_face_backend(cfg)
 
+    def ready(self) -> bool:
+        return True
+
     def detect(self, frames: np.ndarray) -> list[np.ndarray]:
         return stages.detect_faces(self.backend, frames, self.cfg.detect_max_side)
 
@@ -135,6 +138,9 @@ class AudioActor:
 
         _limit_threads(uses_torch=True)
         self.encoder = AudioEncoder(path, cfg.audio_encoder, device="cuda" if cfg.use_gpu else "cpu")
+
+    def ready(self) -> bool:
+        return True
 
     def features(self, audio: np.ndarray, start_s: float, num_frames: int, fps: float) -> np.ndarray:
         return self.encoder.features_for_clip(stages.clip_audio(audio, start_s, num_frames, fps), num_frames)
@@ -148,6 +154,9 @@ class VaeActor:
         _limit_threads(uses_torch=True)
         self.device = torch.device("cuda" if cfg.use_gpu else "cpu")
         self.vae = AutoencoderKL.from_pretrained(path).eval().to(self.device)
+
+    def ready(self) -> bool:
+        return True
 
     def add_latents(self, payload: dict) -> dict:
         import torch
@@ -358,6 +367,8 @@ class Preprocessor:
         faces = [r["face"].remote(c) for _ in range(c.num_workers)]
         audios = [r["audio"].remote(c, audio_path) for _ in range(c.num_workers)]
         vaes = [r["vae"].remote(c, self.vae_path()) for _ in range(c.num_workers)] if c.precompute_latents else []
+        ray.get([a.ready.remote() for a in faces + audios + vaes])  # models loaded: start the clock
+        t_start = time.perf_counter()
         max_clips = c.max_clips_in_flight or 4 * c.num_workers
         pending, probes, active, clips_inflight, commits = deque(todo), {}, {}, {}, {}
         rr = 0
@@ -421,6 +432,11 @@ class Preprocessor:
                     progress.add(res["kept"], res["rejected"], res["seconds"])
             progress.maybe_print()
         progress.maybe_print(force=True)
+        wall = time.perf_counter() - t_start
+        self.throughput = {"video_seconds": progress.seconds, "wall_s": wall,
+                           "video_s_per_s": progress.seconds / max(wall, 1e-9)}
+        print(f"[preprocess] throughput: {progress.seconds:.1f} video-s in {wall:.1f} s after model loading = "
+              f"{self.throughput['video_s_per_s']:.2f} video-s/s", flush=True)
         for actor in faces + audios + vaes:
             ray.kill(actor)
         if self.failed:
@@ -540,6 +556,9 @@ def init_ray(cfg: PreprocessConfig, address: str | None) -> str | None:
 
     ray_constants.ENABLE_RAY_CLUSTER = False
     temp = cfg.ray_temp_dir or f"/tmp/vexray-{os.getpid()}"
+    # A head killed without `ray stop` leaves this file behind and the next ray.init would trip over it;
+    # an embedded run always starts its own head, so it is stale by definition.
+    Path(temp, "ray_current_cluster").unlink(missing_ok=True)
     # Ray's memory monitor kills workers at 95 % of *machine* memory, which on a shared box is mostly other
     # people's; killed work is retried anyway (is_infra_error), so be less eager unless the user says otherwise.
     os.environ.setdefault("RAY_memory_usage_threshold", "0.98")
