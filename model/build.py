@@ -32,6 +32,15 @@ class VExpressModules(nn.Module):
         self.v_kps_guider = v_kps_guider
         self.audio_projection = audio_projection
 
+    def enable_gradient_checkpointing(self) -> None:
+        """Checkpoint the two UNets per layer (the guider and the audio projection are small: not needed)."""
+        self.reference_net.enable_gradient_checkpointing()
+        self.denoising_unet.enable_gradient_checkpointing()
+
+    def disable_gradient_checkpointing(self) -> None:
+        self.reference_net.disable_gradient_checkpointing()
+        self.denoising_unet.disable_gradient_checkpointing()
+
 
 # ---------------------------------------------------------------------------------------------- modules
 def unet_kwargs(cfg: ModelConfig) -> dict:

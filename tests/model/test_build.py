@@ -85,3 +85,11 @@ def test_scheduler_overrides_and_errors():
     assert build_noise_scheduler("ddim", steps_offset=0).config.steps_offset == 0
     with pytest.raises(ValueError, match="scheduler kind"):
         build_noise_scheduler("pndm")
+
+
+def test_modules_gradient_checkpointing_switch():
+    m = build_modules(CFG, device="meta")
+    m.enable_gradient_checkpointing()
+    assert m.denoising_unet.down_blocks[0].gradient_checkpointing and m.reference_net.mid_block.gradient_checkpointing
+    m.disable_gradient_checkpointing()
+    assert not m.denoising_unet.down_blocks[0].gradient_checkpointing
