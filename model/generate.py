@@ -156,6 +156,18 @@ def _scale_kps(kps: np.ndarray, from_hw: tuple[int, int], size: int) -> np.ndarr
     return kps * np.array([size / w, size / h])
 
 
+def make_backend(cfg):
+    """The configured face detector (insightface takes its model folder from ``preprocess.insightface_*``)."""
+    from preprocessing.faces import make_face_backend
+
+    opts = {}
+    if cfg.inference.face_backend == "insightface":
+        opts = {"pack": cfg.preprocess.insightface_pack}
+        if cfg.preprocess.insightface_root:
+            opts["root"] = cfg.preprocess.insightface_root
+    return make_face_backend(cfg.inference.face_backend, **opts)
+
+
 def build_kps_sequence(cfg, reference_image: np.ndarray, reference_path, num_frames: int, size: int,
                        kps_path=None, driving_video=None, backend=None) -> np.ndarray:
     """The retargeted (F, 3, 2) keypoints in pixels of the model frame."""
@@ -167,9 +179,7 @@ def build_kps_sequence(cfg, reference_image: np.ndarray, reference_path, num_fra
         data, image_size = load_kps_file(kps_path, inf.kps_image_size)
         driving = _scale_kps(data[:, :3], (image_size, image_size), size)
     if backend is None:
-        from preprocessing.faces import make_face_backend
-
-        backend = make_face_backend(inf.face_backend)
+        backend = make_backend(cfg)
     if driving_video:
         data, hw = driving_video_kps(driving_video, inf.fps, num_frames, backend)
         driving = _scale_kps(data[:, :3], hw, size)

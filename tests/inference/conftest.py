@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 import torch
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
+@contextlib.contextmanager
+def one_torch_thread():
     # Tiny ops on a shared 2-core machine: one thread avoids oversubscription (20x slower when contended).
     before = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -30,7 +40,8 @@ def tiny_pipeline(tiny_cfg, tmp_path_factory):
     os.environ.setdefault("VEXPRESS_CACHE", str(tmp_path_factory.mktemp("vexpress-cache")))
     from model.pipeline_loading import load_pipeline
 
-    return load_pipeline(tiny_cfg)
+    with one_torch_thread():
+        return load_pipeline(tiny_cfg)
 
 
 @pytest.fixture(scope="session")
