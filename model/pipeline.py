@@ -121,7 +121,7 @@ class VExpressPipeline:
         arr = np.asarray(image)
         if arr.ndim != 3 or arr.shape[-1] != 3 or arr.dtype != np.uint8:
             raise ValueError(f"reference image must be uint8 (H, W, 3) RGB, got {arr.dtype} {arr.shape}")
-        x = torch.from_numpy(arr).permute(2, 0, 1)[None].float() / 255.0
+        x = torch.from_numpy(np.array(arr)).permute(2, 0, 1)[None].float() / 255.0  # copy: PIL arrays are read-only
         if x.shape[-2:] != (size, size):
             x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True,
                                                 align_corners=False).clamp(0, 1)
