@@ -52,14 +52,13 @@ def list_inputs(spec: str) -> list[str]:
         import fsspec
 
         fs, path = fsspec.core.url_to_fs(spec)
-        proto = spec.split("://", 1)[0]
         if any(c in path for c in "*?["):
             found = fs.glob(path)
         elif fs.isdir(path):
             found = fs.find(path)
         else:
             found = [path]
-        return sorted(f"{proto}://{p}" for p in found if Path(p).suffix.lower() not in _SKIP_SUFFIXES)
+        return sorted(fs.unstrip_protocol(p) for p in found if Path(p).suffix.lower() not in _SKIP_SUFFIXES)
     spec = spec.removeprefix("file://")
     p = Path(spec)
     if p.is_dir():
@@ -559,9 +558,10 @@ def init_ray(cfg: PreprocessConfig, address: str | None) -> str | None:
     # A head killed without `ray stop` leaves this file behind and the next ray.init would trip over it;
     # an embedded run always starts its own head, so it is stale by definition.
     Path(temp, "ray_current_cluster").unlink(missing_ok=True)
-    # Ray's memory monitor kills workers at 95 % of *machine* memory, which on a shared box is mostly other
-    # people's; killed work is retried anyway (is_infra_error), so be less eager unless the user says otherwise.
-    os.environ.setdefault("RAY_memory_usage_threshold", "0.98")
+    # Ray's memory monitor kills *Ray* workers when *machine* memory passes 95 %. On a shared workstation that
+    # memory is mostly other programs', and killing our ~200 MB workers frees nothing useful: the embedded
+    # cluster leaves out-of-memory handling to the kernel unless the user sets these variables.
+    os.environ.setdefault("RAY_memory_monitor_refresh_ms", "0")
     ray.init(num_cpus=cfg.num_workers, num_gpus=1 if cfg.use_gpu else 0, include_dashboard=False,
              _temp_dir=temp, _node_ip_address="127.0.0.1", log_to_driver=True, configure_logging=False)
     return temp

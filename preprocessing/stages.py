@@ -54,6 +54,9 @@ def probe_video(source: str, cfg: PreprocessConfig) -> tuple[VideoPlan | Rejecti
         else:  # a container we recognise but cannot open is damaged; anything else is not a video at all
             reason = "corrupt" if looks_like_media(source) else "not_a_video"
         return Rejection(source, reason, str(exc)), None
+    except Exception as exc:  # a damaged container can break the demuxer in unplanned ways
+        reason = "corrupt" if looks_like_media(source) else "not_a_video"
+        return Rejection(source, reason, f"{source}: cannot probe ({type(exc).__name__}: {exc})"), None
     audio = None
     if info.has_audio:
         try:

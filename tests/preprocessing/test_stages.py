@@ -1,0 +1,109 @@
+"""Ray-free stage functions: inputs listing, seeking decode, probe verdicts, VAE latents, infra-error triage."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from preprocessing import media, pipeline, shards, stages
+from preprocessing.config import PreprocessConfig
+
+
+@pytest.fixture(scope="module")
+def counter_video(tmp_path_factory):
+    """30 fps source whose frame i is uniformly grey i*4 (decoding can be checked exactly up to codec noise)."""
+    d = tmp_path_factory.mktemp("vid")
+    frames = np.stack([np.full((64, 64, 3), 4 * i, np.uint8) for i in range(60)])
+    media.write_video(d / "count.mp4", frames, 30, audio=np.sin(np.arange(32000) / 5).astype(np.float32) * 0.3,
+                      crf=0)
+    return d / "count.mp4"
+
+
+def test_decode_clip_matches_whole_file_resampling(counter_video):
+    whole = media.read_frames(counter_video, fps=25)
+    for start_frame, n in [(0, 10), (25, 20), (40, 10)]:
+        clip = stages.decode_clip(str(counter_video), start_frame / 25, n, 25)
+        assert clip.shape == (n, 64, 64, 3)
+        np.testing.assert_array_equal(clip.mean(axis=(1, 2, 3)).round(), whole[start_frame:start_frame + n].mean(
+            axis=(1, 2, 3)).round())
+
+
+def test_decode_past_the_end_returns_fewer_frames(counter_video):
+    clip = stages.decode_clip(str(counter_video), 1.6, 25, 25)  # 2 s of video: only 0.4 s left
+    assert 9 <= len(clip) <= 10
+
+
+def test_probe_plans_clips_and_rejects_non_videos(counter_video, tmp_path):
+    cfg = PreprocessConfig(clip_seconds=1.0, min_clip_seconds=0.5, reject_silence=False)
+    plan, audio = stages.probe_video(str(counter_video), cfg)
+    assert [s.num_frames for s in plan.spans] == [25, 25] and plan.has_audio and audio.ndim == 1
+    text = tmp_path / "x.mp4"
+    text.write_text("hello, not a video")
+    assert stages.probe_video(str(text), cfg)[0].reason == "not_a_video"
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(counter_video.read_bytes()[:400])  # header survives, the rest is gone
+    assert stages.probe_video(str(cut), cfg)[0].reason in {"corrupt", "truncated"}
+    short = PreprocessConfig(clip_seconds=4.0, min_clip_seconds=3.0)
+    assert stages.probe_video(str(counter_video), short)[0].reason == "too_short"
+    needs_audio = PreprocessConfig(require_audio=True, clip_seconds=1.0, min_clip_seconds=0.5)
+    silent_video = tmp_path / "v.mp4"
+    media.write_video(silent_video, np.zeros((30, 32, 32, 3), np.uint8), 25)
+    assert stages.probe_video(str(silent_video), needs_audio)[0].reason == "no_audio"
+    assert stages.probe_video(str(silent_video), PreprocessConfig(clip_seconds=1.0, min_clip_seconds=0.5))[0].has_audio \
+        is False
+
+
+def test_list_inputs_dir_glob_listfile_and_url(tmp_path):
+    for name in ["b.mp4", "a.mov", "manifest.json", ".hidden.mp4"]:
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "c.mkv").write_bytes(b"x")
+    found = pipeline.list_inputs(str(tmp_path))
+    assert [p.split("/")[-1] for p in found] == ["a.mov", "b.mp4", "c.mkv"]
+    assert len(pipeline.list_inputs(str(tmp_path / "*.mp4"))) == 1
+    lst = tmp_path / "list.txt"
+    lst.write_text("b.mp4\n# comment\nsub/c.mkv\n")
+    assert [p.split("/")[-1] for p in pipeline.list_inputs(str(lst))] == ["b.mp4", "c.mkv"]
+    assert pipeline.list_inputs(f"file://{tmp_path}/b.mp4") == [str((tmp_path / "b.mp4").resolve())]
+    with pytest.raises(FileNotFoundError, match="--input"):
+        pipeline.list_inputs(str(tmp_path / "nothing"))
+
+
+def test_remote_sources_are_localized_once(tmp_path):
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    fs.pipe("/bucket/clip.mp4", b"data")
+    local = pipeline.localize("memory://bucket/clip.mp4", tmp_path)
+    assert open(local, "rb").read() == b"data" and local.startswith(str(tmp_path))
+    listed = pipeline.list_inputs("memory://bucket/")
+    assert len(listed) == 1 and listed[0].startswith("memory://") and listed[0].endswith("/bucket/clip.mp4")
+    assert open(pipeline.localize(listed[0], tmp_path / "again"), "rb").read() == b"data"
+
+
+def test_vae_actor_adds_fp16_latents(tmp_path):
+    cfg = PreprocessConfig(precompute_latents=True)
+    job = pipeline.Preprocessor(cfg, tmp_path)
+    actor = pipeline.VaeActor(cfg, job.vae_path())
+    n = 3
+    crops = np.random.default_rng(0).integers(0, 255, (n, 64, 64, 3), dtype=np.uint8)
+    sample = shards.encode_sample("v-00000000_c0000", {"num_frames": n, "has_audio": False},
+                                  media.encode_mp4_bytes(crops, 25), np.zeros((n, 5, 2)), np.zeros((n, 4)))
+    out = actor.add_latents({"sample": sample, "crops": crops})["sample"]
+    decoded = shards.decode_sample(out, decode_video=False)
+    assert decoded["latents"].shape == (n, 4, 8, 8) and decoded["latents"].dtype == np.float16
+    assert json.loads(out["json"])["has_latents"] is True
+    assert actor.add_latents({"rejection": {"reason": "x"}}) == {"rejection": {"reason": "x"}}
+
+
+def test_infra_errors_are_told_apart_from_input_errors():
+    from ray import exceptions as E
+
+    assert pipeline.is_infra_error(E.WorkerCrashedError())
+    assert pipeline.is_infra_error(E.OutOfMemoryError("oom"))
+    wrapped = E.RayTaskError("f", "tb", E.ObjectLostError("ab" * 14, None, "call site"))
+    assert pipeline.is_infra_error(wrapped)
+    assert not pipeline.is_infra_error(E.RayTaskError("f", "tb", ValueError("bad frame")))
+    assert not pipeline.is_infra_error(ValueError("x"))
