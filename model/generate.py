@@ -7,6 +7,12 @@
 The video has exactly round(audio seconds x fps) frames at ``inference.fps`` (unchanged) and the input audio
 muxed in (h264 + AAC). Without ``--kps``/``--driving-video`` the reference face is held (fix_face with the
 keypoints detected on the reference image).
+
+Keypoints: a kps file's sequence is linearly interpolated to the frame count (its coordinates are pixels of a
+square ``inference.kps_image_size`` frame unless its JSON says ``image_size``). A driving video is read at the
+output fps, cut to the frame count when longer (frame i drives frame i) and stretched by the same linear
+interpolation when shorter; frames without a face take their neighbours' keypoints. Then
+``inference.retarget_strategy`` maps the sequence onto the reference face (``model.retarget``).
 """
 
 from __future__ import annotations
