@@ -115,7 +115,7 @@ def make_face_backend(cfg: PreprocessConfig):
 
     if cfg.face_backend == "insightface":
         return make("insightface", root=cfg.insightface_root, pack=cfg.insightface_pack,
-                    score_threshold=min(0.5, cfg.min_face_score))
+                    score_threshold=min(0.5, cfg.min_face_score), ctx_id=0 if cfg.use_gpu else -1)
     return make("yunet", score_threshold=min(0.5, cfg.min_face_score))
 
 
@@ -564,6 +564,9 @@ def init_ray(cfg: PreprocessConfig, address: str | None) -> str | None:
     os.environ.setdefault("RAY_memory_monitor_refresh_ms", "0")
     ray.init(num_cpus=cfg.num_workers, num_gpus=1 if cfg.use_gpu else 0, include_dashboard=False,
              _temp_dir=temp, _node_ip_address="127.0.0.1", log_to_driver=True, configure_logging=False)
+    from preprocessing.ray_reaper import start_reaper
+
+    start_reaper(os.getpid(), temp)  # stops this cluster if the driver dies without ray.shutdown()
     return temp
 
 

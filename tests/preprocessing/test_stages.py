@@ -107,3 +107,25 @@ def test_infra_errors_are_told_apart_from_input_errors():
     assert pipeline.is_infra_error(wrapped)
     assert not pipeline.is_infra_error(E.RayTaskError("f", "tb", ValueError("bad frame")))
     assert not pipeline.is_infra_error(ValueError("x"))
+
+
+def test_reaper_kills_only_processes_of_its_cluster(tmp_path):
+    import subprocess
+    import sys
+
+    from preprocessing import ray_reaper
+
+    temp = str(tmp_path / "vexray-1")
+    ours = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", f"--log-dir={temp}/session_x/logs"])
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", f"--log-dir={temp}2/session_y"])
+    driver = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.5)"])
+    try:
+        reaper = ray_reaper.start_reaper(driver.pid, temp)
+        driver.wait()
+        reaper.wait(timeout=30)
+        assert ours.wait(timeout=10) is not None
+        assert other.poll() is None  # a cluster whose dir merely starts with ours is left alone
+    finally:
+        for p in (ours, other):
+            p.kill()
+            p.wait()

@@ -1,0 +1,77 @@
+"""Stops an embedded Ray cluster whose driver died without ``ray.shutdown()`` (e.g. SIGKILL).
+
+``ray.init()`` starts gcs_server, raylet, agents and a log monitor; when the driver is killed, gcs and raylet
+follow it but some helpers (dashboard/runtime-env agents, log monitor) can linger, and ``ray stop`` would stop
+every Ray cluster of the user on the machine. This watchdog, started by the driver next to its cluster, waits for
+the driver to exit and then kills exactly the processes whose command line names the cluster's temp dir (by pid),
+and removes the temp dir.
+
+    python -m preprocessing.ray_reaper <driver pid> <ray temp dir>
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+
+def cluster_processes(temp_dir: str) -> list[psutil.Process]:
+    """Processes started for the Ray cluster in ``temp_dir`` (their arguments name its session dir)."""
+    me = os.getpid()
+    needle = temp_dir.rstrip("/") + "/"  # "/tmp/vexray-12/" must not match "/tmp/vexray-123/..."
+    found = []
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if p.info["pid"] != me and any(needle in arg for arg in p.info["cmdline"] or []):
+                found.append(p)
+        except (psutil.Error, TypeError):
+            continue
+    return found
+
+
+def reap(temp_dir: str, grace_s: float = 3.0) -> list[int]:
+    """SIGTERM, then SIGKILL after ``grace_s``, the cluster's processes; remove the temp dir. Returns their pids."""
+    procs = cluster_processes(temp_dir)
+    for p in procs:
+        try:
+            p.terminate()
+        except psutil.Error:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=grace_s)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    shutil.rmtree(temp_dir, ignore_errors=True)
+    return [p.pid for p in procs]
+
+
+def start_reaper(driver_pid: int, temp_dir: str) -> subprocess.Popen:
+    """Launch the watchdog in its own session so that a signal to the driver's group does not reach it."""
+    return subprocess.Popen([sys.executable, "-m", "preprocessing.ray_reaper", str(driver_pid), temp_dir],
+                            cwd=str(Path(__file__).resolve().parent.parent), start_new_session=True,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def main(argv: list[str]) -> int:
+    driver_pid, temp_dir = int(argv[0]), argv[1]
+    while True:
+        try:
+            if psutil.Process(driver_pid).status() == psutil.STATUS_ZOMBIE:
+                break
+        except psutil.Error:
+            break
+        time.sleep(0.5)
+    reap(temp_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
