@@ -105,8 +105,9 @@ def load_pipeline(cfg, checkpoint: str | Path | None = None, *, device: str | No
 
     inf = cfg.inference
     device = device or inf.device
-    modules = build_modules(cfg.model)
     folder = checkpoint or cfg.model.pretrained.vexpress
+    # With V-Express weights coming, skip the SD1.5 / AnimateDiff initialisation they would overwrite.
+    modules = build_modules(cfg.model, pretrained=not folder)
     if folder:
         load_vexpress_weights(modules, folder)
     elif cfg.model.preset != "tiny":

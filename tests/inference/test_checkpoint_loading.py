@@ -26,3 +26,13 @@ def test_missing_checkpoint_folder_named(tiny_cfg, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="denoising_unet"):
         load_pipeline(tiny_cfg, checkpoint=tmp_path / "empty")
+
+
+def test_real_preset_needs_an_audio_encoder_folder(tmp_path):
+    from infra.config_tree import load
+    from model.pipeline_loading import make_audio_encoder
+
+    with pytest.raises(ValueError, match="model.pretrained.audio_encoder"):
+        make_audio_encoder(load("sd15/stage3", ["model.pretrained.audio_encoder=", "preprocess.audio_encoder_path="]))
+    with pytest.raises(FileNotFoundError, match="nofolder"):
+        make_audio_encoder(load("sd15/stage3", [f"model.pretrained.audio_encoder={tmp_path / 'nofolder'}"]))
