@@ -21,7 +21,6 @@ reservoir buffer can be fast-forwarded exactly. Shuffling before decoding also k
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import random
@@ -153,19 +152,22 @@ class EndlessShards(wds.pipeline.IterableDataset):
             random.Random(self.seed * 100_003 + epoch).shuffle(order)
             mine = order[unit::units] if by_shard else order
             for url in mine:
-                yield {"url": url, "__epoch__": epoch, "__split_samples__": not by_shard}
+                yield {"url": url}
             epoch += 1
             if not self.resample:
                 return
 
 
-def split_samples(reader: ReaderSpec):
+def split_samples(reader: ReaderSpec, num_shards: int):
     """Fewer shards than readers: every reader reads every shard and keeps every ``units``-th sample."""
 
     def stage(samples: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         unit, units = reader.unit(), reader.num_units
+        if num_shards >= units:  # EndlessShards already split by shard
+            yield from samples
+            return
         for i, sample in enumerate(samples):
-            if not sample.get("__split_samples__", False) or i % units == unit:
+            if i % units == unit:
                 yield sample
 
     return stage
@@ -215,34 +217,65 @@ class ClipSample:
     unit: int
 
 
-def _npy(data: bytes) -> np.ndarray:
-    return np.load(io.BytesIO(data), allow_pickle=False)
-
-
 def decode_clip(sample: dict[str, Any]) -> ClipSample:
-    """Raw tar members -> :class:`ClipSample`; raises ``ValueError`` naming the sample on bad content."""
+    """Raw tar members -> :class:`ClipSample` (``preprocessing.shards.decode_sample``, video left encoded)."""
+    from preprocessing.shards import decode_sample
+
     key = f"{sample.get('__url__', '?')}:{sample.get('__key__', '?')}"
-    if "json" not in sample or "kps.npy" not in sample or "mouth.npy" not in sample:
-        raise ValueError(f"{key}: missing json/kps.npy/mouth.npy (members: {sorted(sample)})")
-    meta = json.loads(sample["json"])
-    if meta.get("format_version") not in KNOWN_FORMAT_VERSIONS:
-        raise ValueError(f"{key}: format_version {meta.get('format_version')!r} unknown")
-    kps, mouth = _npy(sample["kps.npy"]).astype(np.float32), _npy(sample["mouth.npy"]).astype(np.float32)
-    n = int(meta["num_frames"])
-    if kps.shape[0] != n or mouth.shape[0] != n:
+    missing = [m for m in ("json", "mp4", "kps.npy", "mouth.npy") if m not in sample]
+    if missing:
+        raise ValueError(f"{key}: missing members {missing} (has {sorted(k for k in sample if k[:2] != '__')})")
+    d = decode_sample(sample, decode_video=False)
+    meta, n = d["meta"], int(d["meta"]["num_frames"])
+    kps, mouth = d["kps"].astype(np.float32), d["mouth"].astype(np.float32)
+    if kps.shape != (n, 5, 2) or mouth.shape != (n, 4):
         raise ValueError(f"{key}: kps {kps.shape} / mouth {mouth.shape} do not match num_frames={n}")
-    audio = _npy(sample["audio.npy"]) if meta.get("has_audio") and "audio.npy" in sample else None
-    latents = _npy(sample["latents.npy"]) if "latents.npy" in sample else None
-    return ClipSample(key=key, meta=meta, kps=kps, mouth=mouth, audio=audio, latents=latents,
-                      mp4=sample.get("mp4"), index=sample["__index__"], unit=sample["__unit__"])
+    audio = d.get("audio_features") if meta.get("has_audio") else None
+    return ClipSample(key=key, meta=meta, kps=kps, mouth=mouth, audio=audio, latents=d.get("latents"),
+                      mp4=bytes(d["mp4"]), index=sample["__index__"], unit=sample["__unit__"])
+
+
+MAX_CONSECUTIVE_SKIPS = 200  # an endless stream that only skips would otherwise hang silently
+
+
+class _SkipCounter:
+    def __init__(self, what: str) -> None:
+        self.what, self.run = what, 0
+
+    def ok(self) -> None:
+        self.run = 0
+
+    def skip(self, key: str, reason: object) -> None:
+        self.run += 1
+        if self.run <= 3 or self.run % 50 == 0:
+            log.warning("skipping sample %s (%s): %s", key, self.what, reason)
+        if self.run >= MAX_CONSECUTIVE_SKIPS:
+            raise RuntimeError(f"{self.run} consecutive samples skipped ({self.what}); last: {key}: {reason}")
 
 
 def tolerant_decode(samples: Iterable[dict[str, Any]]) -> Iterator[ClipSample]:
+    skips = _SkipCounter("decode")
     for sample in samples:
         try:
-            yield decode_clip(sample)
+            clip = decode_clip(sample)
         except Exception as exc:  # warn-and-skip: one broken sample must not stop training
-            log.warning("skipping sample %s: %s", sample.get("__key__", "?"), exc)
+            skips.skip(sample.get("__key__", "?"), exc)
+            continue
+        skips.ok()
+        yield clip
+
+
+def require_audio(clips: Iterable[ClipSample]) -> Iterator[ClipSample]:
+    """Stages II/III learn from audio: clips with has_audio=false are skipped."""
+    skips = _SkipCounter("has_audio=false")
+    for clip in clips:
+        if clip.audio is None:
+            skips.run += 1
+            if skips.run >= MAX_CONSECUTIVE_SKIPS:
+                raise RuntimeError(f"{skips.run} consecutive clips without audio; do the shards have any?")
+            continue
+        skips.ok()
+        yield clip
 
 
 # ----------------------------------------------------------------------------------------------- example
@@ -359,11 +392,15 @@ def collate(examples: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _example_stage(builder: ExampleBuilder):
     def stage(clips: Iterable[ClipSample]) -> Iterator[dict[str, Any]]:
+        skips = _SkipCounter("example")
         for clip in clips:
             try:
-                yield builder(clip)
+                example = builder(clip)
             except Exception as exc:
-                log.warning("skipping sample %s: %s", clip.key, exc)
+                skips.skip(clip.key, exc)
+                continue
+            skips.ok()
+            yield example
 
     return stage
 
@@ -374,12 +411,12 @@ def build_pipeline(data: DataConfig, model: ModelConfig, stage: int, batch_size:
     stages: list[Any] = [
         EndlessShards(urls, data.seed, reader, data.resample),
         wds.tarfile_to_samples(handler=wds.warn_and_continue),
-        split_samples(reader),
+        split_samples(reader, len(urls)),
         block_shuffle(data.shuffle_buffer, data.seed, reader),
         tolerant_decode,
     ]
-    if stage >= 2:  # stages II/III learn from audio: clips without it are skipped
-        stages.append(wds.select(lambda c: c.audio is not None))
+    if stage >= 2:
+        stages.append(require_audio)
     stages += [_example_stage(ExampleBuilder(data, model, data.seed)), wds.batched(batch_size, collate, partial=False)]
     return wds.DataPipeline(*stages)
 
