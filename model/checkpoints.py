@@ -129,8 +129,9 @@ def expected_shapes(modules: nn.Module) -> dict[str, dict[str, Shape]]:
 
 
 # ------------------------------------------------------------------------------------------ reading files
-def find_checkpoint_file(folder: Path, stem: str) -> Path | None:
+def find_checkpoint_file(folder: str | Path, stem: str) -> Path | None:
     """``<folder>/<stem>.safetensors|.bin|.pth|.pt`` (first found in that order)."""
+    folder = Path(folder)
     candidates = [folder / f"{stem}{ext}" for ext in EXTENSIONS if (folder / f"{stem}{ext}").is_file()]
     if len(candidates) > 1:
         log.warning("%s: several files for %s (%s); using %s", folder, stem, [c.name for c in candidates],
