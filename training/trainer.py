@@ -96,8 +96,10 @@ def resolve_init_weights(init_from: str) -> Path:
     latest = path / "checkpoints" / LATEST
     if latest.is_file():
         candidates.append(path / "checkpoints" / latest.read_text().strip() / "export")
+    from model.checkpoints import find_checkpoint_file
+
     for c in candidates:
-        if (c / "config.yaml").is_file() or any(c.glob("*.safetensors")):
+        if c.is_dir() and find_checkpoint_file(c, "denoising_unet") is not None:
             return c
     raise FileNotFoundError(f"train.init_from={init_from!r}: no exported weights found (looked in "
                             f"{[str(c) for c in candidates]}); run the previous stage first")
@@ -172,6 +174,10 @@ class Trainer:
             source = resolve_init_weights(self.cfg.train.init_from)
             load_vexpress_weights(modules, source)  # everything the previous stage learned, nothing re-zeroed
             self._log(f"initialised from {source}")
+        if self.cfg.train.stage == 2 and self.cfg.model.pretrained.motion_module:
+            from model.pretrained import load_motion_modules  # AnimateDiff motion prior, as the official stage 2
+
+            load_motion_modules(modules.denoising_unet, self.cfg.model.pretrained.motion_module)
         if self.cfg.train.gradient_checkpointing:
             for m in modules.children():
                 if hasattr(m, "enable_gradient_checkpointing"):
@@ -242,7 +248,7 @@ class Trainer:
             batch = self.next_batch()
             terms = self.forward_backward(batch)
             self.engine.step()
-            total += float(terms.total) / self.cfg.train.grad_accum
+            total += float(terms.total.detach()) / self.cfg.train.grad_accum
             mouth += float(terms.mouth) / self.cfg.train.grad_accum
             samples += batch["target"].shape[0]
         elapsed = time.perf_counter() - start
