@@ -46,7 +46,41 @@ def table1(results: dict[str, dict[str, float]], method: str) -> str:
                      if "delta_facesim" in r else "-",
                      _fmt(r.get("kpsdis")) if "kpsdis" in r else "-", _fmt(r.get("lse_c"), 3) if "lse_c" in r else "-"])
     lines = [head1, head2, "-" * len(head2), row("Ground-Truth", gt), row(method, ours)]
+    notes = [f"  {d}: {n}" for d in datasets for n in table_notes(results[d])]
+    if notes:
+        lines += ["", "Notes (nan = not computable; see per_video.csv and the MLflow metrics):", *notes]
     return "\n".join(lines)
+
+
+def _isnan(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def table_notes(r: dict[str, float]) -> list[str]:
+    """Why a number is missing or qualified: sample counts, no-face frames, fallbacks."""
+    notes = []
+    for name in ("fid", "fvd"):
+        if name not in r:
+            continue
+        counts = f"{int(r.get(f'{name}_samples', 0))} samples, {int(r.get(f'{name}_required_samples', 0))} needed"
+        if _isnan(r[name]):
+            notes.append(f"{name.upper()} nan: too few samples for a full-rank covariance ({counts})")
+        elif r.get(f"{name}_rank_deficient"):
+            notes.append(f"{name.upper()} computed from a rank-deficient covariance ({counts}); not comparable")
+    if r.get("facesim_failed_videos"):
+        notes.append(f"ΔFaceSim: {int(r['facesim_failed_videos'])} of {int(r['num_videos'])} videos without a "
+                     "face in any generated frame (or no reference face)")
+    if r.get("kpsdis_no_face_frames"):
+        notes.append(f"KpsDis: {int(r['kpsdis_no_face_frames'])} generated frames without a face (excluded), "
+                     f"{int(r.get('kpsdis_failed_videos', 0))} videos with none")
+    if r.get("syncnet_failed_videos"):
+        notes.append(f"SyncNet: {int(r['syncnet_failed_videos'])} videos not scored (see syncnet_error)")
+    if r.get("syncnet_gt_box_fallback"):
+        notes.append(f"SyncNet: {int(r['syncnet_gt_box_fallback'])} videos cropped with the ground-truth face "
+                     "boxes (no face detected in the generated frames)")
+    if r.get("skipped_no_audio"):
+        notes.append(f"{int(r['skipped_no_audio'])} test videos skipped: no audio")
+    return notes
 
 
 # ------------------------------------------------------------------------------------------- csv
@@ -113,7 +147,7 @@ def mouth_opening(frames: np.ndarray, mouth_boxes: np.ndarray) -> np.ndarray:
 
 def plot_audio_weight_sweep(sweep: dict[float, tuple[np.ndarray, np.ndarray]], path: Path, title: str) -> Path:
     """The paper's Fig. 3 as numbers and pictures: mouth opening over time for each audio attention weight
-    (left) and evenly spaced mouth crops per weight (right, one row per weight)."""
+    (left) and six evenly spaced frames per weight (right, one row per weight)."""
     plt = _pyplot()
     fig, (ax, ax_img) = plt.subplots(1, 2, figsize=(11, 3.5), gridspec_kw={"width_ratios": [1, 1.4]})
     strips = []

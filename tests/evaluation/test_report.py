@@ -47,3 +47,15 @@ def test_mouth_opening_rises_with_contrast():
     assert mouth_opening(closed, box)[0] == pytest.approx(0.0)
     assert mouth_opening(opened, box)[0] > 0.1
     assert np.isnan(mouth_opening(closed, np.array([[30, 30, 40, 40]]))[0])  # box outside the frame
+
+
+def test_table_notes_explain_nans():
+    res = {"d": {"fid": float("nan"), "fid_samples": 48, "fid_required_samples": 65, "fvd": 3.0,
+                 "fvd_rank_deficient": 1.0, "fvd_samples": 4, "fvd_required_samples": 401, "num_videos": 2,
+                 "kpsdis": float("nan"), "kpsdis_no_face_frames": 48, "kpsdis_failed_videos": 2,
+                 "syncnet_gt_box_fallback": 2}}
+    text = table1(res, "ours")
+    assert "FID nan: too few samples for a full-rank covariance (48 samples, 65 needed)" in text
+    assert "FVD computed from a rank-deficient covariance (4 samples, 401 needed)" in text
+    assert "KpsDis: 48 generated frames without a face (excluded), 2 videos with none" in text
+    assert "2 videos cropped with the ground-truth face boxes" in text
