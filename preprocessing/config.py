@@ -19,7 +19,8 @@ class PreprocessConfig:
     min_face_size: int = 64  # pixels, shorter side of the detected box
     min_face_score: float = 0.6
     min_valid_fraction: float = 1.0  # share of a clip's frames that must show exactly one valid face
-    detect_max_side: int = 480  # frames are downscaled to this longest side for detection (0: full size)
+    detect_max_side: int = 320  # frames are downscaled to this longest side for detection (0: full size);
+    # YuNet costs ~21 ms at 480 vs ~10 ms at 320 per frame; raise it for HD sources with small faces
     smooth_window: int = 5  # frames of moving average on the face boxes before the union crop
     crop_margin: float = 0.6  # extra margin around the union face box, relative to its size
     audio_encoder: str = "wav2vec2"  # wav2vec2 | whisper
@@ -28,7 +29,7 @@ class PreprocessConfig:
     reject_silence: bool = True  # a clip whose audio is below silence_db is rejected ("silence")
     silence_db: float = -50.0  # dBFS (RMS over the clip)
     crf: int = 18  # h264 quality of the crops
-    encode_preset: str = "medium"  # libx264 preset of the crops (speed vs size; not quality at a fixed crf)
+    encode_preset: str = "veryfast"  # libx264 preset (speed vs size at a fixed crf): 11.5 ms vs 28 ms (medium) per 512² frame
     precompute_latents: bool = False
     vae_path: str = ""
     shard_max_bytes: int = 1_000_000_000

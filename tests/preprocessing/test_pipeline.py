@@ -35,7 +35,7 @@ EXPECTED_REASONS = {
     "silent_audio": {"silent_audio"},
     "not_a_video": {"not_a_video"},
 }
-OVERRIDES = ["num_workers=2", "encode_preset=veryfast", "progress_every_s=2"]
+OVERRIDES = ["num_workers=2", "progress_every_s=2"]
 
 
 class ProcessWatch:
