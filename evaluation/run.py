@@ -88,7 +88,11 @@ def run_evaluation(cfg, generate_fn: GenerateFn, *, checkpoint: str | None = Non
     skipped_no_audio = 0
     default_w = cfg.inference.audio_attention_weight
     for dataset, path in parse_test_sets(ev.test_set):
-        backend_factory = (lambda: evaluator.backend) if evaluator.backend is not None else None
+        def backend_factory():  # raw folders need keypoints even when no face metric is on
+            from evaluation.faces import make_backend
+
+            return evaluator.backend if evaluator.backend is not None else make_backend(ev.face_backend)
+
         videos = iter_test_videos(path, dataset, backend_factory, ev.max_videos, ev.max_frames)
         for i, video in enumerate(tqdm(videos, desc=f"evaluating {dataset}", unit="video")):
             if video.audio is None and video.audio_features is None:

@@ -81,14 +81,18 @@ def iter_shard_videos(folder: Path, dataset: str) -> Iterator[TestVideo]:
             )
 
 
+def video_files(folder: Path) -> list[Path]:
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)
+    if not files:
+        raise ValueError(f"{folder}: no videos ({sorted(VIDEO_SUFFIXES)}) and no index.json")
+    return files
+
+
 def iter_folder_videos(folder: Path, dataset: str, backend: Any, kps_size: int = 512, fps: float = 25.0):
     from evaluation.faces import detect_per_frame
     from preprocessing import media
 
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)
-    if not files:
-        raise ValueError(f"{folder}: no videos ({sorted(VIDEO_SUFFIXES)}) and no index.json")
-    for path in files:
+    for path in video_files(folder):
         frames = media.read_frames(path, fps=fps)
         try:
             audio = media.read_audio(path, 16000)
@@ -122,6 +126,7 @@ def iter_test_videos(path: str, dataset: str, backend_factory=None, max_videos: 
     if (folder / "index.json").is_file():
         source = iter_shard_videos(folder, dataset)
     else:
+        video_files(folder)  # fail early on an empty folder
         if backend_factory is None:
             raise ValueError(f"{folder}: a folder of videos needs a face backend for its keypoints")
         source = iter_folder_videos(folder, dataset, backend_factory())

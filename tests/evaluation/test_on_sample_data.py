@@ -90,10 +90,14 @@ def test_end_to_end_tiny_pipeline_mlflow(tmp_path, eval_test_sets, yunet):
     import mlflow
 
     from evaluation.run import pipeline_generate_fn, run_evaluation
+    from model.build import build_modules
+    from model.checkpoints import save_vexpress_weights
 
     cfg = _cfg(tmp_path, eval_test_sets, ["eval.max_videos=1"])
-    run = run_evaluation(cfg, pipeline_generate_fn(cfg, None), config_name="tiny/stage3", face_backend=yunet,
-                         i3d_random_width=0.125)
+    ckpt = tmp_path / "tiny_ckpt"
+    save_vexpress_weights(build_modules(cfg.model), ckpt, config=cfg.model)
+    run = run_evaluation(cfg, pipeline_generate_fn(cfg, str(ckpt)), checkpoint=str(ckpt), config_name="tiny/stage3",
+                         face_backend=yunet, i3d_random_width=0.125)
     assert "Ground-Truth" in run.table and "shards_set" in run.table and "folder_set" in run.table
     out = run.output_dir
     for name in ("per_video.csv", "table1.txt", "metrics.json", "distributions.png", "audio_weight_sweep.png"):
@@ -108,6 +112,6 @@ def test_end_to_end_tiny_pipeline_mlflow(tmp_path, eval_test_sets, yunet):
         for m in ("fid", "fvd", "delta_facesim", "kpsdis", "lse_c", "lse_d", "av_offset"):
             assert f"{ds}/{m}" in got.data.metrics, m
         assert np.isfinite(got.data.metrics[f"{ds}/fid"]) and np.isfinite(got.data.metrics[f"{ds}/lse_c"])
-    assert got.data.params["eval.fid_dims"] == "64"
+    assert got.data.params["eval.fid_dims"] == "64" and got.data.params["checkpoint"] == str(ckpt)
     arts = {a.path for a in client.list_artifacts(run.run_id)}
     assert {"per_video.csv", "distributions.png", "audio_weight_sweep.png", "table1.txt"} <= arts
