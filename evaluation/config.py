@@ -43,6 +43,8 @@ class EvalConfig:
         unknown = set(self.metrics) - set(METRICS)
         check(not unknown, "eval.metrics", f"unknown metric(s) {sorted(unknown)}; known: {sorted(METRICS)}")
         check(self.face_id_backend in ("sface", "arcface"), "eval.face_id_backend", "must be sface|arcface")
+        check(self.face_id_backend != "arcface" or bool(self.arcface_path), "eval.arcface_path",
+              "face_id_backend=arcface needs the path of an insightface ArcFace ONNX file or pack folder")
         check(self.face_backend in ("yunet", "insightface"), "eval.face_backend", "must be yunet|insightface")
         check(self.fvd_clip_frames >= 1, "eval.fvd_clip_frames", "must be >= 1")
         check(self.fid_dims in (64, 192, 768, 2048), "eval.fid_dims", "must be 64|192|768|2048")
