@@ -109,3 +109,19 @@ def test_fid_needs_enough_frames():
     with pytest.raises(RankDeficientError, match="FID generated frames"):
         fid_from_features(feats, feats)
     assert fid_from_features(feats, feats, allow_rank_deficient=True) < 1e-6
+
+
+@pytest.mark.parametrize("dims,block", [(2048, 3), (64, 0)])
+def test_matches_pytorch_fid_reference(tmp_path, monkeypatch, dims, block):
+    """The same random weights through pytorch-fid's own InceptionV3 give the same features."""
+    pfi = pytest.importorskip("pytorch_fid.inception")
+    torch.manual_seed(3)
+    state = fid_inception_v3().state_dict()
+    monkeypatch.setattr(pfi, "load_state_dict_from_url", lambda *a, **k: state)  # offline: no download
+    ref = pfi.InceptionV3([block]).eval()
+    torch.save(state, tmp_path / "w.pth")
+    ours = FIDInception(tmp_path / "w.pth", dims=dims)
+    x = torch.rand(2, 3, 80, 64)
+    with torch.no_grad():
+        expected = torch.nn.functional.adaptive_avg_pool2d(ref(x)[0], 1).flatten(1)
+        torch.testing.assert_close(ours(x), expected, rtol=1e-5, atol=1e-6)
