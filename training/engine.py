@@ -39,6 +39,9 @@ def _free_port() -> int:
 
 def init_distributed() -> tuple[int, int]:
     """Join (or, as a plain single process, create) the process group; returns (rank, world_size)."""
+    # DeepSpeed JIT-compiles its shared-memory comm op on first use (34-70 s); one persistent cache, the same
+    # one scripts/env.sh exports, so a shell without env.sh (an IDE, a bare pytest) does not compile it again.
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "torch_extensions"))
     import deepspeed
 
     if "RANK" not in os.environ:  # a plain `python training/run.py`: a world of one on loopback
