@@ -562,9 +562,11 @@ def init_ray(cfg: PreprocessConfig, address: str | None) -> str | None:
     # memory is mostly other programs', and killing our ~200 MB workers frees nothing useful: the embedded
     # cluster leaves out-of-memory handling to the kernel unless the user sets these variables.
     os.environ.setdefault("RAY_memory_monitor_refresh_ms", "0")
+    from preprocessing.ray_reaper import OWNER_ENV, owner_tag, start_reaper
+
+    os.environ[OWNER_ENV] = owner_tag(os.getpid(), temp)  # lets the reaper find every process of this cluster
     ray.init(num_cpus=cfg.num_workers, num_gpus=1 if cfg.use_gpu else 0, include_dashboard=False,
              _temp_dir=temp, _node_ip_address="127.0.0.1", log_to_driver=True, configure_logging=False)
-    from preprocessing.ray_reaper import start_reaper
 
     start_reaper(os.getpid(), temp)  # stops this cluster if the driver dies without ray.shutdown()
     return temp

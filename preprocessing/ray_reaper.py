@@ -4,7 +4,8 @@
 follow it but some helpers (dashboard/runtime-env agents, log monitor) can linger, and ``ray stop`` would stop
 every Ray cluster of the user on the machine. This watchdog, started by the driver next to its cluster, waits for
 the driver to exit and then kills exactly the processes whose command line names the cluster's temp dir (by pid),
-and removes the temp dir.
+and those whose environment carries the driver's owner tag (``VEXPRESS_RAY_OWNER``, inherited by every process
+the cluster starts; Ray's agents rewrite their command line), and removes the temp dir.
 
     python -m preprocessing.ray_reaper <driver pid> <ray temp dir>
 """
@@ -20,24 +21,34 @@ from pathlib import Path
 
 import psutil
 
+OWNER_ENV = "VEXPRESS_RAY_OWNER"  # set by the driver before ray.init: every Ray process inherits it
 
-def cluster_processes(temp_dir: str) -> list[psutil.Process]:
-    """Processes started for the Ray cluster in ``temp_dir`` (their arguments name its session dir)."""
+
+def owner_tag(driver_pid: int, temp_dir: str) -> str:
+    return f"{driver_pid}:{temp_dir}"
+
+
+def cluster_processes(temp_dir: str, tag: str | None = None) -> list[psutil.Process]:
+    """Processes of the Ray cluster in ``temp_dir``: their arguments name its session dir, or (for processes that
+    rewrite their title, like ``ray::DashboardAgent``) their environment carries the driver's ``tag``."""
     me = os.getpid()
     needle = temp_dir.rstrip("/") + "/"  # "/tmp/vexray-12/" must not match "/tmp/vexray-123/..."
     found = []
     for p in psutil.process_iter(["pid", "cmdline"]):
         try:
-            if p.info["pid"] != me and any(needle in arg for arg in p.info["cmdline"] or []):
+            if p.info["pid"] == me:
+                continue
+            if any(needle in arg for arg in p.info["cmdline"] or []) or (
+                    tag is not None and p.environ().get(OWNER_ENV) == tag):
                 found.append(p)
         except (psutil.Error, TypeError):
             continue
     return found
 
 
-def reap(temp_dir: str, grace_s: float = 3.0) -> list[int]:
+def reap(temp_dir: str, tag: str | None = None, grace_s: float = 3.0) -> list[int]:
     """SIGTERM, then SIGKILL after ``grace_s``, the cluster's processes; remove the temp dir. Returns their pids."""
-    procs = cluster_processes(temp_dir)
+    procs = cluster_processes(temp_dir, tag)
     for p in procs:
         try:
             p.terminate()
@@ -69,7 +80,7 @@ def main(argv: list[str]) -> int:
         except psutil.Error:
             break
         time.sleep(0.5)
-    reap(temp_dir)
+    reap(temp_dir, owner_tag(driver_pid, temp_dir))
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -116,16 +117,20 @@ def test_reaper_kills_only_processes_of_its_cluster(tmp_path):
     from preprocessing import ray_reaper
 
     temp = str(tmp_path / "vexray-1")
-    ours = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", f"--log-dir={temp}/session_x/logs"])
-    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", f"--log-dir={temp}2/session_y"])
-    driver = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.5)"])
+    sleep = [sys.executable, "-c", "import time; time.sleep(60)"]
+    driver = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1.5)"])
+    tag = ray_reaper.owner_tag(driver.pid, temp)
+    ours = subprocess.Popen([*sleep, f"--log-dir={temp}/session_x/logs"])
+    titled = subprocess.Popen(sleep, env={**os.environ, ray_reaper.OWNER_ENV: tag})  # like ray::DashboardAgent
+    other = subprocess.Popen([*sleep, f"--log-dir={temp}2/session_y"],
+                             env={**os.environ, ray_reaper.OWNER_ENV: tag + "0"})
     try:
         reaper = ray_reaper.start_reaper(driver.pid, temp)
         driver.wait()
         reaper.wait(timeout=30)
-        assert ours.wait(timeout=10) is not None
-        assert other.poll() is None  # a cluster whose dir merely starts with ours is left alone
+        assert ours.wait(timeout=10) is not None and titled.wait(timeout=10) is not None
+        assert other.poll() is None  # another cluster whose dir merely starts with ours is left alone
     finally:
-        for p in (ours, other):
+        for p in (ours, titled, other):
             p.kill()
             p.wait()
