@@ -2,53 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-
-def write_synthetic_shards(out: Path, clips: int = 6, frames: int = 16, size: int = 64, audio_dim: int = 32,
-                           latent_size: int | None = 8, no_audio: tuple[int, ...] = (), per_shard: int = 3,
-                           seed: int = 0) -> Path:
-    """Moving-square clips with keypoints, mouth boxes, audio features and (optionally) latents."""
-    from preprocessing.media import encode_mp4_bytes, wav_bytes
-    from preprocessing.shards import FORMAT_VERSION, encode_sample, write_tar
-
-    rng = np.random.default_rng(seed)
-    samples, index_samples = [], []
-    for c in range(clips):
-        video = np.zeros((frames, size, size, 3), np.uint8)
-        video[..., 0] = 40 + 10 * c
-        kps = np.zeros((frames, 5, 2), np.float32)
-        mouth = np.zeros((frames, 4), np.float32)
-        for f in range(frames):
-            cx, cy = size / 2 + 4 * np.sin(f / 3 + c), size / 2 + 2 * np.cos(f / 4)
-            video[f, int(cy) - 8:int(cy) + 8, int(cx) - 8:int(cx) + 8] = (200, 180, 160)
-            kps[f] = [[cx - 6, cy - 5], [cx + 6, cy - 5], [cx, cy], [cx - 4, cy + 6], [cx + 4, cy + 6]]
-            mouth[f] = [cx - 6, cy + 3, cx + 6, cy + 9]
-        has_audio = c not in no_audio
-        meta = {"source": f"synthetic://{c}", "video_id": f"syn{c}", "clip_index": 0, "start_s": 0.0,
-                "end_s": frames / 25, "fps": 25, "num_frames": frames, "crop_box": [0, 0, size, size],
-                "crop_size": size, "has_audio": has_audio, "face_backend": "synthetic",
-                "audio_encoder": "synthetic", "audio_dim": audio_dim, "has_latents": latent_size is not None}
-        audio = rng.standard_normal((2 * frames, audio_dim)).astype(np.float16) if has_audio else None
-        wav = wav_bytes(rng.uniform(-0.1, 0.1, 16000 * frames // 25).astype(np.float32)) if has_audio else None
-        latents = (rng.standard_normal((frames, 4, latent_size, latent_size)).astype(np.float16)
-                   if latent_size else None)
-        key = f"syn{c}_c0000"
-        samples.append(encode_sample(key, meta, encode_mp4_bytes(video, 25), kps, mouth, wav=wav,
-                                     audio_features=audio, latents=latents))
-        index_samples.append({"key": key, "num_frames": frames, "has_audio": has_audio})
-    shards = []
-    for i in range(0, clips, per_shard):
-        name = f"shard-{i // per_shard:06d}.tar"
-        write_tar(out / "shards" / name, samples[i:i + per_shard])
-        shards.append({"name": name, "num_samples": len(samples[i:i + per_shard])})
-    (out / "index.json").write_text(json.dumps({"format_version": FORMAT_VERSION, "shards": shards,
-                                                "samples": index_samples, "totals": {}}))
-    return out
+from training.synthetic_shards import write_synthetic_shards
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,256 @@
+"""Training benchmark: loader throughput, DeepSpeed vs plain PyTorch step time / peak memory, sd15 memory plan.
+
+    python benchmarks/bench_training.py                 # everything (CPU: a few minutes)
+    python benchmarks/bench_training.py --only loader|step|memory
+
+1. Loader: clips/s and frames/s of one reader (num_workers=0, i.e. per worker) over shards of 512² clips, with
+   and without precomputed latents (sd15 sizes: 12 frames, V-Kps at 512², latents 64²), stage II.
+2. Step: median optimizer-step time and peak RSS of the DeepSpeed engine (ZeRO-2, one rank) and of the plain
+   PyTorch loop (same AdamW, clipping, schedule) on the tiny model and the same fixed batch; each engine runs in
+   its own process so peak RSS is its own. Target: DeepSpeed / plain <= 1.15.
+3. Memory: the sd15 preset in stage III (everything trained) on 8 GPUs: DeepSpeed's ZeRO-2/ZeRO-3 model-state
+   estimates from the parameter counts (modules built on the meta device), plus activations with gradient
+   checkpointing, measured by running the denoising UNet and ReferenceNet forward on the meta device:
+
+     activations ~= bytes x ( sum over checkpointed segments of their saved inputs
+                              + the largest segment's intermediate outputs (recomputed during its backward) )
+                  + non-checkpointed module outputs (conv_in, time embedding, conv_out, ...)
+
+   Segments are the modules diffusers checkpoints (each ResNet block, spatial transformer and motion module).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def table(title: str, header: list[str], rows: list[list[object]]) -> None:
+    print(f"\n## {title}")
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    print(" | ".join(str(h).ljust(w) for h, w in zip(header, widths)))
+    print("-+-".join("-" * w for w in widths))
+    for r in rows:
+        print(" | ".join(str(x).ljust(w) for x, w in zip(r, widths)))
+
+
+# --------------------------------------------------------------------------------------------- loader
+def bench_loader(clips: int, batches: int) -> None:
+    from infra.config_tree import load
+    from training.data import make_loader
+    from training.synthetic_shards import write_synthetic_shards
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for latents in (True, False):
+            shards = write_synthetic_shards(Path(tmp) / str(latents), clips=clips, frames=40, size=512,
+                                            audio_dim=768, latent_size=64 if latents else None, per_shard=4)
+            cfg = load("sd15/stage2", [f"data.shards={shards}", "data.num_workers=0"])
+            loader, _ = make_loader(cfg.data, cfg.model, 2, 1, 0, 1)
+            it = iter(loader)
+            next(it)  # warm-up (imports, first tar open)
+            start = time.perf_counter()
+            for _ in range(batches):
+                next(it)
+            dt = time.perf_counter() - start
+            rows.append(["latents" if latents else "frames (mp4 decode)", batches, f"{batches / dt:.2f}",
+                         f"{batches * cfg.data.num_frames / dt:.1f}"])
+    table("Loader, one reader (per worker), sd15 sizes, stage II (12 frames + reference, 512²)",
+          ["source", "clips", "clips/s", "frames/s"], rows)
+
+
+# --------------------------------------------------------------------------------------------- step
+def run_engine(engine: str, steps: int, stage: int) -> dict:
+    """One engine in this process: returns median step time and peak RSS (GiB)."""
+    import resource
+
+    import torch
+
+    from infra.config_tree import load
+    from model.build import build_modules, build_noise_scheduler, build_vae
+    from model.stages import set_trainable
+    from training.data import make_loader
+    from training.engine import build_engine, init_distributed
+    from training.losses import diffusion_loss
+    from training.step import VExpressTrainModule, make_step_inputs
+    from training.synthetic_shards import write_synthetic_shards
+
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        shards = write_synthetic_shards(Path(tmp), clips=2)
+        cfg = load(f"tiny/stage{stage}", [f"data.shards={shards}", "data.num_workers=0", f"train.engine={engine}",
+                                          "data.num_frames=4" if stage > 1 else "data.num_frames=1"])
+        batch = next(iter(make_loader(cfg.data, cfg.model, stage, 1, 0, 1)[0]))
+    if engine == "deepspeed":
+        init_distributed()
+    modules = build_modules(cfg.model)
+    set_trainable(modules, stage)
+    vae = build_vae(cfg.model).eval().requires_grad_(False)
+    alphas = build_noise_scheduler("ddim").alphas_cumprod
+    eng = build_engine(VExpressTrainModule(modules), cfg.train)
+    gen = torch.Generator().manual_seed(0)
+    times = []
+    for i in range(steps + 3):
+        start = time.perf_counter()
+        inputs = make_step_inputs(batch, vae, alphas, cfg.train, gen, torch.device("cpu"), 0.18215)
+        pred = eng.forward(**inputs.model_inputs)
+        loss = diffusion_loss(pred, inputs.target, inputs.mouth_mask, 100.0, inputs.sample_weights).total
+        eng.backward(loss)
+        eng.step()
+        if i >= 3:
+            times.append(time.perf_counter() - start)
+    times.sort()
+    return {"engine": engine, "step_s": times[len(times) // 2],
+            "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+
+
+def bench_step(steps: int, stage: int) -> None:
+    results = {}
+    for engine in ("torch", "deepspeed"):
+        out = subprocess.run([sys.executable, __file__, "--engine-worker", engine, "--steps", str(steps),
+                              "--stage", str(stage)], capture_output=True, text=True, cwd=REPO,
+                             env={**os.environ, "OMP_NUM_THREADS": "1"})
+        line = [x for x in out.stdout.splitlines() if x.startswith("{")]
+        if out.returncode or not line:
+            raise RuntimeError(f"{engine} worker failed:\n{out.stderr[-3000:]}")
+        results[engine] = json.loads(line[-1])
+    ratio = results["deepspeed"]["step_s"] / results["torch"]["step_s"]
+    rows = [[e, f"{r['step_s'] * 1000:.0f}", f"{r['peak_rss_gib']:.2f}"] for e, r in results.items()]
+    rows.append(["deepspeed / plain", f"{ratio:.3f}x (target <= 1.15)",
+                 f"{results['deepspeed']['peak_rss_gib'] / results['torch']['peak_rss_gib']:.3f}x"])
+    table(f"Step, tiny model, stage {stage}, CPU fp32, 1 process (median of {steps})",
+          ["engine", "step ms", "peak RSS GiB"], rows)
+
+
+# --------------------------------------------------------------------------------------------- memory
+def activation_bytes(cfg, frames: int, batch: int, bytes_per: int = 2) -> dict[str, float]:
+    """Meta-device forward with hooks (see the module docstring for the formula)."""
+    import torch
+
+    from model.build import build_modules
+
+    modules = build_modules(cfg.model, device="meta")
+    unet, ref = modules.denoising_unet, modules.reference_net
+    segment_types = ("ResnetBlock", "Transformer", "MotionModule", "TemporalTransformer")
+
+    def is_segment(m) -> bool:
+        name = type(m).__name__
+        return any(t in name for t in segment_types)
+
+    segments: list[list[float]] = []  # [input bytes, intermediate bytes]
+    stack: list[int] = []
+    other = [0.0]
+
+    def numel(x) -> float:
+        if isinstance(x, torch.Tensor):
+            return float(x.numel())
+        if isinstance(x, (list, tuple)):
+            return sum(numel(v) for v in x)
+        if hasattr(x, "sample"):
+            return numel(x.sample)
+        return 0.0
+
+    def pre(mod, args):
+        if is_segment(mod) and not stack:
+            segments.append([numel(args[:1]) * bytes_per, 0.0])
+            stack.append(id(mod))
+
+    def post(mod, args, out):
+        if stack and stack[-1] == id(mod):
+            stack.pop()
+            return
+        if not list(mod.children()):  # leaf op outputs
+            if stack:
+                segments[-1][1] += numel(out) * bytes_per
+            else:
+                other[0] += numel(out) * bytes_per
+
+    handles = []
+    for m in list(unet.modules()) + list(ref.modules()):
+        handles += [m.register_forward_pre_hook(pre), m.register_forward_hook(post)]
+    lat = cfg.model.latent_size
+    d = cfg.model.cross_attention_dim
+    with torch.no_grad():
+        feats = ref(torch.zeros(batch, 4, lat, lat, device="meta"), timestep=0)
+        unet(torch.zeros(batch, 4, frames, lat, lat, device="meta"), torch.zeros(batch, device="meta"),
+             audio_tokens=torch.zeros(batch, frames, cfg.model.audio_num_queries, d, device="meta"),
+             reference_features=feats,
+             kps_features=torch.zeros(batch, cfg.model.block_out_channels[0], frames, lat, lat, device="meta"),
+             reference_frame_mask=torch.ones(batch, frames, device="meta"))
+    for h in handles:
+        h.remove()
+    saved = sum(s[0] for s in segments)
+    largest = max(s[1] for s in segments)
+    no_ckpt = sum(s[0] + s[1] for s in segments) + other[0]
+    return {"segments": len(segments), "saved": saved, "largest": largest, "other": other[0],
+            "with_ckpt": saved + largest + other[0], "without_ckpt": no_ckpt}
+
+
+def bench_memory(gpus: int) -> None:
+    from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
+    from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem_needs
+
+    from infra.config_tree import load
+    from model.build import build_modules
+
+    cfg = load("sd15/stage3")
+    modules = build_modules(cfg.model, device="meta")
+    total = sum(p.numel() for p in modules.parameters())
+    largest = max(p.numel() for p in modules.parameters())  # the largest single tensor gathered at once
+    vae_params = 83_653_863  # sd-vae-ft-mse, frozen, bf16
+    gib = 2**30
+    _, z2 = estimate_zero2_model_states_mem_needs(total, gpus, 1, cpu_offload=False)
+    _, z3, _ = estimate_zero3_model_states_mem_needs(total, largest, gpus, 1, cpu_offload=False)
+    _, z3o, _ = estimate_zero3_model_states_mem_needs(total, largest, gpus, 1, cpu_offload=True,
+                                                      cpu_offload_params=True)
+    act = activation_bytes(cfg, frames=cfg.data.num_frames, batch=cfg.train.batch_size)
+    frozen = vae_params * 2
+    rows = []
+    for name, states in (("ZeRO-2", z2), ("ZeRO-3", z3), ("ZeRO-3 + CPU offload", z3o)):
+        with_ckpt = (states + act["with_ckpt"] + frozen) / gib
+        without = (states + act["without_ckpt"] + frozen) / gib
+        rows.append([name, f"{states / gib:.2f}", f"{act['with_ckpt'] / gib:.2f}", f"{with_ckpt:.2f}",
+                     "yes" if with_ckpt <= 24 else "no", f"{without:.2f}"])
+    print(f"\nsd15 stage III: {total:,} trainable parameters (all four modules), largest tensor {largest:,}; "
+          f"batch {cfg.train.batch_size} x {cfg.data.num_frames} frames at {cfg.model.latent_size}² latents, bf16; "
+          f"{act['segments']} checkpointed segments, saved inputs {act['saved'] / gib:.2f} GiB, largest segment "
+          f"recompute {act['largest'] / gib:.2f} GiB, other {act['other'] / gib:.2f} GiB; frozen VAE "
+          f"{frozen / gib:.2f} GiB")
+    table(f"Memory per GPU, sd15 stage III, {gpus} GPUs (DeepSpeed estimates + activation estimate)",
+          ["config", "model states GiB", "activations (ckpt) GiB", "total GiB", "fits 24 GB", "total w/o ckpt GiB"],
+          rows)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--only", choices=["loader", "step", "memory"], default=None)
+    p.add_argument("--clips", type=int, default=8)
+    p.add_argument("--steps", type=int, default=15)
+    p.add_argument("--stage", type=int, default=3)
+    p.add_argument("--gpus", type=int, default=8)
+    p.add_argument("--engine-worker", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.engine_worker:
+        print(json.dumps(run_engine(args.engine_worker, args.steps, args.stage)))
+        return 0
+    if args.only in (None, "loader"):
+        bench_loader(args.clips, args.clips)
+    if args.only in (None, "step"):
+        bench_step(args.steps, args.stage)
+    if args.only in (None, "memory"):
+        bench_memory(args.gpus)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
