@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 import torch
-from model_tester import one_thread  # noqa: F401
+from tests.model.model_tester import one_thread  # noqa: F401
 
 from model.build import build_modules, build_noise_scheduler, build_vae
 from model.config import ModelConfig, PretrainedPaths

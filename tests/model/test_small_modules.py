@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from model_tester import ModelTesterMixin, one_thread  # noqa: F401
+from tests.model.model_tester import ModelTesterMixin, one_thread  # noqa: F401
 from torch import nn
 
 from model.audio_projection import AudioProjection

@@ -6,7 +6,7 @@ import functools
 
 import pytest
 import torch
-from model_tester import ModelTesterMixin, one_thread  # noqa: F401
+from tests.model.model_tester import ModelTesterMixin, one_thread  # noqa: F401
 
 from model.build import build_denoising_unet, build_reference_net
 from model.config import ModelConfig
