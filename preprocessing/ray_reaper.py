@@ -38,12 +38,25 @@ def cluster_processes(temp_dir: str, tag: str | None = None) -> list[psutil.Proc
         try:
             if p.info["pid"] == me:
                 continue
-            if any(needle in arg for arg in p.info["cmdline"] or []) or (
-                    tag is not None and p.environ().get(OWNER_ENV) == tag):
+            if any(needle in arg for arg in p.info["cmdline"] or []) or (tag is not None and _has_tag(p, tag)):
                 found.append(p)
         except (psutil.Error, TypeError):
             continue
     return found
+
+
+def _has_tag(p: psutil.Process, tag: str) -> bool:
+    """Look for ``OWNER_ENV=tag`` in the raw environment block: setproctitle (Ray's agents) zeroes the start of
+    that block, which makes parsers such as ``psutil.Process.environ`` see an empty environment."""
+    entry = f"{OWNER_ENV}={tag}".encode()
+    try:
+        with open(f"/proc/{p.pid}/environ", "rb") as f:
+            return entry + b"\0" in f.read() + b"\0"
+    except OSError:  # not Linux, or the process is gone
+        try:
+            return p.environ().get(OWNER_ENV) == tag
+        except psutil.Error:
+            return False
 
 
 def reap(temp_dir: str, tag: str | None = None, grace_s: float = 3.0) -> list[int]:
