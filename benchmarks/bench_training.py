@@ -70,7 +70,10 @@ def bench_loader(clips: int, batches: int) -> None:
 
 
 # --------------------------------------------------------------------------------------------- step
-def run_engine(engine: str, steps: int, stage: int) -> dict:
+WIDER = ["model.block_out_channels=[64,128,256,256]", "model.cross_attention_dim=64", "model.resolution=128"]
+
+
+def run_engine(engine: str, steps: int, stage: int, model_overrides: list[str]) -> dict:
     """One engine in this process: returns median step time and peak RSS (GiB)."""
     import resource
 
@@ -89,7 +92,8 @@ def run_engine(engine: str, steps: int, stage: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         shards = write_synthetic_shards(Path(tmp), clips=2)
         cfg = load(f"tiny/stage{stage}", [f"data.shards={shards}", "data.num_workers=0", f"train.engine={engine}",
-                                          "data.num_frames=4" if stage > 1 else "data.num_frames=1"])
+                                          "data.num_frames=4" if stage > 1 else "data.num_frames=1",
+                                          *model_overrides])
         batch = next(iter(make_loader(cfg.data, cfg.model, stage, 1, 0, 1)[0]))
     if engine == "deepspeed":
         init_distributed()
@@ -115,11 +119,16 @@ def run_engine(engine: str, steps: int, stage: int) -> dict:
 
 
 def bench_step(steps: int, stage: int) -> None:
+    for label, overrides in (("tiny", []), ("tiny, 4x wider at 128² (" + " ".join(WIDER) + ")", WIDER)):
+        _bench_step(steps, stage, label, overrides)
+
+
+def _bench_step(steps: int, stage: int, label: str, overrides: list[str]) -> None:
     results = {}
     for engine in ("torch", "deepspeed"):
         out = subprocess.run([sys.executable, __file__, "--engine-worker", engine, "--steps", str(steps),
-                              "--stage", str(stage)], capture_output=True, text=True, cwd=REPO,
-                             env={**os.environ, "OMP_NUM_THREADS": "1"})
+                              "--stage", str(stage), *[f"--model-override={o}" for o in overrides]],
+                             capture_output=True, text=True, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"})
         line = [x for x in out.stdout.splitlines() if x.startswith("{")]
         if out.returncode or not line:
             raise RuntimeError(f"{engine} worker failed:\n{out.stderr[-3000:]}")
@@ -128,7 +137,7 @@ def bench_step(steps: int, stage: int) -> None:
     rows = [[e, f"{r['step_s'] * 1000:.0f}", f"{r['peak_rss_gib']:.2f}"] for e, r in results.items()]
     rows.append(["deepspeed / plain", f"{ratio:.3f}x (target <= 1.15)",
                  f"{results['deepspeed']['peak_rss_gib'] / results['torch']['peak_rss_gib']:.3f}x"])
-    table(f"Step, tiny model, stage {stage}, CPU fp32, 1 process (median of {steps})",
+    table(f"Step, {label} model, stage {stage}, CPU fp32, 1 process (median of {steps})",
           ["engine", "step ms", "peak RSS GiB"], rows)
 
 
@@ -239,9 +248,10 @@ def main() -> int:
     p.add_argument("--stage", type=int, default=3)
     p.add_argument("--gpus", type=int, default=8)
     p.add_argument("--engine-worker", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--model-override", action="append", default=[], help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.engine_worker:
-        print(json.dumps(run_engine(args.engine_worker, args.steps, args.stage)))
+        print(json.dumps(run_engine(args.engine_worker, args.steps, args.stage, args.model_override)))
         return 0
     if args.only in (None, "loader"):
         bench_loader(args.clips, args.clips)

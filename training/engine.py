@@ -80,7 +80,10 @@ def make_optimizer(params: list[nn.Parameter], cfg: TrainConfig) -> torch.optim.
 
 
 def deepspeed_config(cfg: TrainConfig, precision: str) -> dict[str, Any]:
-    path = Path(cfg.deepspeed_config) if cfg.deepspeed_config else DEEPSPEED_CONFIG_DIR / f"zero{cfg.zero_stage}.json"
+    default = DEEPSPEED_CONFIG_DIR / f"zero{cfg.zero_stage}.json"
+    if not default.is_file():  # ZeRO-0/1: the ZeRO-2 file with its stage replaced below
+        default = DEEPSPEED_CONFIG_DIR / "zero2.json"
+    path = Path(cfg.deepspeed_config) if cfg.deepspeed_config else default
     if not path.is_file():
         raise ValueError(f"train.deepspeed_config: {path} not found (configs live in {DEEPSPEED_CONFIG_DIR})")
     try:

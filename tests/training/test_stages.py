@@ -36,7 +36,7 @@ def test_loss_halves_on_a_fixed_batch_with_fixed_noise(synthetic_shards, tmp_pat
     alphas = build_noise_scheduler("ddim").alphas_cumprod
     engine = DeepSpeedEngine(VExpressTrainModule(modules), cfg.train)
     losses = []
-    for _ in range(40):
+    for _ in range(25):
         inputs = make_step_inputs(batch, vae, alphas, cfg.train, torch.Generator().manual_seed(3),
                                   torch.device("cpu"), cfg.model.vae_scaling_factor)
         pred = engine.forward(**inputs.model_inputs)
