@@ -543,6 +543,10 @@ def init_ray(cfg: PreprocessConfig, address: str | None) -> str | None:
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if address:
+        # Ray 2.60 clusters use token auth; `ray start` keeps the token in ~/.ray/auth_token, which a driver
+        # only presents when RAY_AUTH_MODE=token.
+        if (Path.home() / ".ray" / "auth_token").exists():
+            os.environ.setdefault("RAY_AUTH_MODE", "token")
         ray.init(address=address, runtime_env={"env_vars": {"PYTHONPATH": str(REPO_ROOT)}},
                  log_to_driver=True)
         return None
