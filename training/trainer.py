@@ -179,8 +179,8 @@ class Trainer:
 
             load_motion_modules(modules.denoising_unet, self.cfg.model.pretrained.motion_module)
         if self.cfg.train.gradient_checkpointing:
-            for m in modules.children():
-                if hasattr(m, "enable_gradient_checkpointing"):
+            for m in modules.children():  # the UNets (the guider and audio projection are small)
+                if getattr(m, "_supports_gradient_checkpointing", False):
                     m.enable_gradient_checkpointing()
         return modules
 

@@ -82,7 +82,9 @@ def test_deepspeed_two_ranks_train_three_stages(sample_data_dir, tmp_path):
     shards = _build_sample_shards(sample_data_dir, tmp_path / "shards")
     root = tmp_path / "runs"
     for stage in (1, 2, 3):
-        _launch(stage, shards, root, *(["data.num_frames=4"] if stage > 1 else []))
+        extra = {1: [], 2: ["data.num_frames=4", "train.grad_accum=2"],
+                 3: ["data.num_frames=4", "train.gradient_checkpointing=true", "train.zero_stage=2"]}[stage]
+        _launch(stage, shards, root, *extra)
 
     for stage in (1, 2, 3):
         ckpts = root / f"stage{stage}" / "checkpoints"
