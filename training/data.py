@@ -347,8 +347,9 @@ class ExampleBuilder:
 
             if clip.mp4 is None:
                 raise ValueError(f"{clip.key}: no mp4 and no usable latents")
-            frames = read_frames(clip.mp4, max_frames=n)
-            if len(frames) < n:
+            needed = max(start + f, ref + 1)  # decode no further than the last frame used
+            frames = read_frames(clip.mp4, max_frames=needed)
+            if len(frames) < needed:
                 raise ValueError(f"{clip.key}: mp4 decoded {len(frames)} frames, metadata says {n}")
             target = _resize_frames(frames[target_idx], res)
             reference = _resize_frames(frames[[ref]], res)[:, 0]
