@@ -74,10 +74,11 @@ class ProcessWatch:
         return alive
 
 
-def start(sample_dir: Path, out: Path, temp: str, env_extra: dict | None = None) -> subprocess.Popen:
+def start(sample_dir: Path, out: Path, temp: str, env_extra: dict | None = None,
+          extra: tuple[str, ...] = ()) -> subprocess.Popen:
     env = {**os.environ, **(env_extra or {})}
     cmd = [sys.executable, str(REPO / "infra" / "preprocess.py"), "--input", str(sample_dir), "--output", str(out),
-           *OVERRIDES, f"ray_temp_dir={temp}"]
+           *OVERRIDES, *extra, f"ray_temp_dir={temp}"]
     return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -198,3 +199,24 @@ def test_sigkill_driver_then_resume_gives_identical_index(run_once, sample_data_
     assert resumed == reference
     assert (out / "rejected.jsonl").read_text() == (run_once[0] / "rejected.jsonl").read_text()
     assert not list((out / "shards").glob("*.tmp*")) and not leftovers, leftovers
+
+
+@pytest.mark.slow
+def test_list_file_input_with_precomputed_latents(sample_data_dir, tmp_path):
+    listing = tmp_path / "inputs.txt"
+    listing.write_text(f"# one good video and one without audio\n{sample_data_dir / 'good_carphone_a0009.mp4'}\n"
+                       f"{sample_data_dir / 'bad_no_audio.mp4'}\n")
+    out = tmp_path / "out"
+    temp = tempfile.mkdtemp(prefix="vxr", dir="/tmp")
+    # 128² crops keep the tiny VAE cheap on CPU; latents are crop_size / 8.
+    proc = start(listing, out, temp, extra=("precompute_latents=true", "crop_size=128"))
+    watch = ProcessWatch(proc.pid)
+    proc.communicate(timeout=600)
+    watch.stop()
+    assert proc.returncode == 0
+    assert not kill_leftovers(watch)
+    samples = list(shards.open_dataset(out, decode_video=False))
+    assert len(samples) == 2 and all(s["meta"]["has_latents"] for s in samples)
+    for s in samples:
+        n = s["meta"]["num_frames"]
+        assert s["latents"].shape == (n, 4, 16, 16) and s["latents"].dtype == np.float16
