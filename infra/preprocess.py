@@ -29,12 +29,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     from infra.config_tree import load
-    from preprocessing.pipeline import run
+    from preprocessing.pipeline import InfraFailure, run
 
     args = parse_args(argv)
     overrides = [o if o.startswith("preprocess.") else f"preprocess.{o}" for o in args.overrides]
     cfg = load(args.config, overrides).preprocess
-    run(args.input, args.output, cfg, address=args.address)
+    try:
+        run(args.input, args.output, cfg, address=args.address)
+    except (InfraFailure, FileNotFoundError) as exc:
+        print(f"[preprocess] error: {exc}", file=sys.stderr, flush=True)
+        return 1
     return 0
 
 
