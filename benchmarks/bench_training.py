@@ -17,6 +17,11 @@
                   + non-checkpointed module outputs (conv_in, time embedding, conv_out, ...)
 
    Segments are the modules diffusers checkpoints (each ResNet block, spatial transformer and motion module).
+
+Measured on the 2-core CPU machine (shared, noisy): DeepSpeed ZeRO-2 / plain = 1.07-1.44x (tiny) and 1.25-1.9x
+(4x wider); ZeRO-0 ~1.3x. The extra time is in backward (bucketed gradient reduction through gloo, even with one
+rank) and in the ZeRO-2 step (update of the flat fp32 partition, copy back into the module's parameters):
+memory-bound copies that run single-threaded here. The GPU (bf16, NCCL) comparison is still to be measured.
 """
 
 from __future__ import annotations
