@@ -44,7 +44,6 @@ def first_clip(shards: str) -> dict[str, bytes]:
 def render_validation_video(cfg: Any, modules: nn.Module, vae: nn.Module, step: int, out: Path) -> Path | None:
     try:
         from model.build import build_noise_scheduler
-
         from model.pipeline import VExpressPipeline
     except ImportError as exc:  # the inference pipeline is optional for training
         log.info("validation video skipped: inference pipeline unavailable (%s)", exc)
@@ -62,6 +61,7 @@ def render_validation_video(cfg: Any, modules: nn.Module, vae: nn.Module, step: 
         audio = np.zeros((2 * n, cfg.model.audio_embed_dim), np.float32)
     flags = {name: p.requires_grad for name, p in modules.named_parameters()}
     was_training = modules.training
+    vae_dtype = next(vae.parameters()).dtype
     dtype = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(next(modules.parameters()).dtype, "fp32")
     try:
         pipe = VExpressPipeline(modules, vae, build_noise_scheduler("ddim"), device=next(modules.parameters()).device,
@@ -76,7 +76,7 @@ def render_validation_video(cfg: Any, modules: nn.Module, vae: nn.Module, step: 
         for name, p in modules.named_parameters():
             p.requires_grad_(flags[name])
         modules.train(was_training)
-        vae.eval()
+        vae.to(vae_dtype).eval()
     path = out / "validation" / f"step-{step:06d}.mp4"
     wav = None
     if "wav" in clip:
