@@ -78,8 +78,22 @@ def bench_loader(clips: int, batches: int) -> None:
 WIDER = ["model.block_out_channels=[64,128,256,256]", "model.cross_attention_dim=64", "model.resolution=128"]
 
 
-def run_engine(engine: str, steps: int, stage: int, model_overrides: list[str]) -> dict:
-    """One engine in this process: returns median step time and peak RSS (GiB)."""
+def _phase_timer():
+    """Wall time since the last call (seconds)."""
+    last = [time.perf_counter()]
+
+    def lap() -> float:
+        now = time.perf_counter()
+        dt, last[0] = now - last[0], now
+        return dt
+
+    return lap
+
+
+def engine_worker(engine: str, stage: int, overrides: list[str], warmup: int) -> None:
+    """One engine in this process, driven over stdin: a line "step" runs one optimizer step and prints its phase
+    times as JSON; "end" prints peak RSS (GiB) and exits. The parent alternates between two such workers, so
+    both engines see the same machine load (the machine is shared) while only one of them runs at a time."""
     import resource
 
     import torch
@@ -93,57 +107,113 @@ def run_engine(engine: str, steps: int, stage: int, model_overrides: list[str]) 
     from training.step import VExpressTrainModule, make_step_inputs
     from training.synthetic_shards import write_synthetic_shards
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     with tempfile.TemporaryDirectory() as tmp:
         shards = write_synthetic_shards(Path(tmp), clips=2)
         cfg = load(f"tiny/stage{stage}", [f"data.shards={shards}", "data.num_workers=0", f"train.engine={engine}",
-                                          "data.num_frames=4" if stage > 1 else "data.num_frames=1",
-                                          *model_overrides])
+                                          "data.num_frames=4" if stage > 1 else "data.num_frames=1", *overrides])
         batch = next(iter(make_loader(cfg.data, cfg.model, stage, 1, 0, 1)[0]))
     if engine == "deepspeed":
         init_distributed()
+    torch.manual_seed(0)
     modules = build_modules(cfg.model)
     set_trainable(modules, stage)
     vae = build_vae(cfg.model).eval().requires_grad_(False)
     alphas = build_noise_scheduler("ddim").alphas_cumprod
     eng = build_engine(VExpressTrainModule(modules), cfg.train)
     gen = torch.Generator().manual_seed(0)
-    times = []
-    for i in range(steps + 3):
-        start = time.perf_counter()
+
+    def one_step() -> dict[str, float]:
+        lap = _phase_timer()
         inputs = make_step_inputs(batch, vae, alphas, cfg.train, gen, torch.device("cpu"), 0.18215)
-        pred = eng.forward(**inputs.model_inputs)
-        loss = diffusion_loss(pred, inputs.target, inputs.mouth_mask, 100.0, inputs.sample_weights).total
+        t_in = lap()
+        loss = diffusion_loss(eng.forward(**inputs.model_inputs), inputs.target, inputs.mouth_mask, 100.0,
+                              inputs.sample_weights).total
+        t_fwd = lap()
         eng.backward(loss)
+        t_bwd = lap()
         eng.step()
-        if i >= 3:
-            times.append(time.perf_counter() - start)
-    times.sort()
-    return {"engine": engine, "step_s": times[len(times) // 2],
-            "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+        t_opt = lap()
+        return {"inputs": t_in, "fwd": t_fwd, "bwd": t_bwd, "opt": t_opt, "step": t_in + t_fwd + t_bwd + t_opt,
+                "loss": float(loss.detach()), "grad_norm": eng.grad_norm()}
+
+    for _ in range(warmup):  # first steps: allocator growth, lazy init, DeepSpeed's bucket setup
+        one_step()
+    print(json.dumps({"ready": True, "threads": torch.get_num_threads()}), flush=True)
+    for line in sys.stdin:
+        if line.strip() == "step":
+            print(json.dumps(one_step()), flush=True)
+        else:
+            break
+    print(json.dumps({"peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}), flush=True)
 
 
-def bench_step(steps: int, stage: int) -> None:
-    for label, overrides in (("tiny", []), ("tiny, 4x wider at 128² (" + " ".join(WIDER) + ")", WIDER)):
-        _bench_step(steps, stage, label, overrides)
+class _Worker:
+    def __init__(self, engine: str, stage: int, overrides: list[str], warmup: int, threads: int) -> None:
+        self.engine = engine
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--engine-worker", engine, "--stage", str(stage), "--warmup", str(warmup),
+             *[f"--model-override={o}" for o in overrides]],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO,
+            env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+
+    def read(self) -> dict:
+        while True:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"{self.engine} worker exited with {self.proc.wait()} (its stderr is above)")
+            if line.startswith("{"):
+                return json.loads(line)
+
+    def ask(self, command: str) -> dict:
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        return self.read()
 
 
-def _bench_step(steps: int, stage: int, label: str, overrides: list[str]) -> None:
-    results = {}
-    for engine in ("torch", "deepspeed"):
-        out = subprocess.run([sys.executable, __file__, "--engine-worker", engine, "--steps", str(steps),
-                              "--stage", str(stage), *[f"--model-override={o}" for o in overrides]],
-                             capture_output=True, text=True, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"})
-        line = [x for x in out.stdout.splitlines() if x.startswith("{")]
-        if out.returncode or not line:
-            raise RuntimeError(f"{engine} worker failed:\n{out.stderr[-3000:]}")
-        results[engine] = json.loads(line[-1])
-    ratio = results["deepspeed"]["step_s"] / results["torch"]["step_s"]
-    rows = [[e, f"{r['step_s'] * 1000:.0f}", f"{r['peak_rss_gib']:.2f}"] for e, r in results.items()]
-    rows.append(["deepspeed / plain", f"{ratio:.3f}x (target <= 1.15)",
-                 f"{results['deepspeed']['peak_rss_gib'] / results['torch']['peak_rss_gib']:.3f}x"])
-    table(f"Step, {label} model, stage {stage}, CPU fp32, 1 process (median of {steps})",
-          ["engine", "step ms", "peak RSS GiB"], rows)
+def _median(xs: list[float]) -> float:
+    xs = sorted(xs)
+    n = len(xs)
+    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+
+
+def bench_step(steps: int, stage: int, warmup: int, threads: int, ds_overrides: list[str], sizes: list[str]) -> None:
+    models = {"tiny": ("tiny", []), "wider": ("tiny, 4x wider at 128² (" + " ".join(WIDER) + ")", WIDER)}
+    for label, overrides in (models[s] for s in sizes):
+        _bench_step(steps, stage, warmup, threads, label, overrides, ds_overrides)
+
+
+def _bench_step(steps: int, stage: int, warmup: int, threads: int, label: str, overrides: list[str],
+                ds_overrides: list[str]) -> None:
+    workers = {"torch": _Worker("torch", stage, overrides, warmup, threads),
+               "deepspeed": _Worker("deepspeed", stage, overrides + ds_overrides, warmup, threads)}
+    try:
+        ready = {e: w.read() for e, w in workers.items()}  # both set up (in parallel) and warmed up
+        times: dict[str, list[dict]] = {e: [] for e in workers}
+        for i in range(steps):  # alternate, and alternate who goes first, so drift in load hits both alike
+            for e in (("torch", "deepspeed") if i % 2 == 0 else ("deepspeed", "torch")):
+                times[e].append(workers[e].ask("step"))
+        peak = {e: w.ask("end")["peak_rss_gib"] for e, w in workers.items()}
+    finally:
+        for w in workers.values():
+            w.proc.kill()
+    med = {e: {k: _median([t[k] for t in ts]) for k in ("inputs", "fwd", "bwd", "opt", "step")}
+           for e, ts in times.items()}
+    paired = _median([d["step"] / t["step"] for d, t in zip(times["deepspeed"], times["torch"])])
+    rows = [[e, ready[e]["threads"], *(f"{med[e][k] * 1000:.0f}" for k in ("inputs", "fwd", "bwd", "opt", "step")),
+             f"{peak[e]:.2f}"] for e in workers]
+    ratio = med["deepspeed"]["step"] / med["torch"]["step"]
+    rows.append(["deepspeed / plain", "", *(f"{med['deepspeed'][k] / med['torch'][k]:.2f}x"
+                                             for k in ("inputs", "fwd", "bwd", "opt", "step")),
+                 f"{peak['deepspeed'] / peak['torch']:.2f}x"])
+    same_loss = all(abs(d["loss"] - t["loss"]) <= 1e-4 * max(1.0, abs(t["loss"]))
+                    for d, t in zip(times["deepspeed"], times["torch"]))
+    table(f"Step, {label} model, stage {stage}, CPU fp32, 1 process each, {threads} thread(s) each "
+          f"({os.cpu_count()} CPUs), median of {steps} interleaved steps after {warmup} warm-up",
+          ["engine", "threads", "inputs ms", "fwd ms", "bwd ms", "opt ms", "step ms", "peak RSS GiB"], rows)
+    print(f"deepspeed / plain step time: {ratio:.3f}x (ratio of medians), {paired:.3f}x (median of paired "
+          f"ratios); target <= 1.15 -> {'met' if max(ratio, paired) <= 1.15 else 'NOT met'}; "
+          f"losses equal step by step: {same_loss}")
 
 
 # --------------------------------------------------------------------------------------------- memory
@@ -249,19 +319,24 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--only", choices=["loader", "step", "memory"], default=None)
     p.add_argument("--clips", type=int, default=8)
-    p.add_argument("--steps", type=int, default=15)
+    p.add_argument("--steps", type=int, default=20, help="timed steps per engine (step benchmark)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps first (step benchmark)")
+    p.add_argument("--threads", type=int, default=1, help="torch/OMP threads of each engine (step benchmark)")
     p.add_argument("--stage", type=int, default=3)
     p.add_argument("--gpus", type=int, default=8)
+    p.add_argument("--sizes", nargs="+", choices=["tiny", "wider"], default=["tiny", "wider"])
+    p.add_argument("--ds-override", action="append", default=[],
+                   help="config override for the DeepSpeed engine only, e.g. train.deepspeed_config=my.json")
     p.add_argument("--engine-worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--model-override", action="append", default=[], help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.engine_worker:
-        print(json.dumps(run_engine(args.engine_worker, args.steps, args.stage, args.model_override)))
+        engine_worker(args.engine_worker, args.stage, args.model_override, args.warmup)
         return 0
     if args.only in (None, "loader"):
         bench_loader(args.clips, args.clips)
     if args.only in (None, "step"):
-        bench_step(args.steps, args.stage)
+        bench_step(args.steps, args.stage, args.warmup, args.threads, args.ds_override, args.sizes)
     if args.only in (None, "memory"):
         bench_memory(args.gpus)
     return 0
