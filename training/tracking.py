@@ -69,6 +69,7 @@ class Tracker:
             return
         experiment_id = self._experiment_id()
         self.parent_id = self._parent(experiment_id)
+        self.client.update_run(self.parent_id, status="RUNNING")
         if resume and self.run_file.is_file():
             self.run_id = json.loads(self.run_file.read_text())["run_id"]
             self.client.update_run(self.run_id, status="RUNNING")
@@ -114,3 +115,5 @@ class Tracker:
     def end(self, status: str = "FINISHED") -> None:
         if self.enabled and self.run_id:
             self.client.set_terminated(self.run_id, status=status)
+            # The parent is "running" only while one of its stages is; the next stage reopens it.
+            self.client.set_terminated(self.parent_id, status=status)
