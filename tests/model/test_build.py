@@ -6,10 +6,10 @@ import dataclasses
 
 import pytest
 import torch
-from tests.model.model_tester import one_thread  # noqa: F401
 
 from model.build import build_modules, build_noise_scheduler, build_vae
 from model.config import ModelConfig, PretrainedPaths
+from tests.model.model_tester import one_thread  # noqa: F401
 
 CFG = ModelConfig()
 

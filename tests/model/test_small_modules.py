@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from tests.model.model_tester import ModelTesterMixin, one_thread  # noqa: F401
 from torch import nn
 
 from model.audio_projection import AudioProjection
 from model.build import build_audio_projection, build_v_kps_guider
 from model.config import ModelConfig
 from model.v_kps_guider import VKpsGuider
+from tests.model.model_tester import ModelTesterMixin, one_thread  # noqa: F401
 
 MANIFEST = Path("/work/shared/reference/vexpress_official_state_dicts.json")
 TINY = ModelConfig()  # the dataclass defaults are the tiny preset

@@ -6,12 +6,12 @@ import functools
 
 import pytest
 import torch
-from tests.model.model_tester import ModelTesterMixin, one_thread  # noqa: F401
 
 from model.build import build_denoising_unet, build_reference_net
 from model.config import ModelConfig
 from model.transformer import ReferenceFeatures
 from model.unet_3d import UNet3DOutput, VExpressDenoisingUNet
+from tests.model.model_tester import ModelTesterMixin, one_thread  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
