@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml requirements/lock.txt scripts/setup.sh
 setup: $(STAMP)
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check .
 	. scripts/env.sh && $(PY) -m pytest -q tests
 
 test-fast: $(STAMP)
