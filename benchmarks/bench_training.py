@@ -139,7 +139,8 @@ def engine_worker(engine: str, stage: int, overrides: list[str], warmup: int) ->
 
     for _ in range(warmup):  # first steps: allocator growth, lazy init, DeepSpeed's bucket setup
         one_step()
-    print(json.dumps({"ready": True, "threads": torch.get_num_threads()}), flush=True)
+    zero = getattr(eng, "config", {}).get("zero_optimization")
+    print(json.dumps({"ready": True, "threads": torch.get_num_threads(), "zero": zero}), flush=True)
     for line in sys.stdin:
         if line.strip() == "step":
             print(json.dumps(one_step()), flush=True)
@@ -214,6 +215,7 @@ def _bench_step(steps: int, stage: int, warmup: int, threads: int, label: str, o
     print(f"deepspeed / plain step time: {ratio:.3f}x (ratio of medians), {paired:.3f}x (median of paired "
           f"ratios); target <= 1.15 -> {'met' if max(ratio, paired) <= 1.15 else 'NOT met'}; "
           f"losses equal step by step: {same_loss}")
+    print(f"DeepSpeed zero_optimization as run: {json.dumps(ready['deepspeed']['zero'])}")
 
 
 # --------------------------------------------------------------------------------------------- memory
