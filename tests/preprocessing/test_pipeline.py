@@ -90,7 +90,7 @@ def finish(proc: subprocess.Popen, watch: ProcessWatch, timeout: float = 600) ->
     return out
 
 
-def kill_leftovers(watch: ProcessWatch, wait_s: float = 20.0) -> list[str]:
+def kill_leftovers(watch: ProcessWatch, wait_s: float = 60.0) -> list[str]:
     """Give the job's processes ``wait_s`` to go, then kill (by pid) those of our own job that outlived it and
     return their names."""
     deadline = time.time() + wait_s
