@@ -76,8 +76,11 @@ def warmup_lambda(warmup_steps: int):
 
 
 def make_optimizer(params: list[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
+    # fused: one pass over each tensor for the whole AdamW update (CPU since torch 2.4, and CUDA). It matters under
+    # ZeRO, whose optimizer sees one flat tensor per group: the unfused update streams that flat tensor through
+    # memory once per elementwise op, ~2x slower than the same update on cache-sized per-parameter tensors.
     return torch.optim.AdamW(params, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps,
-                             weight_decay=cfg.weight_decay)
+                             weight_decay=cfg.weight_decay, fused=True)
 
 
 def deepspeed_config(cfg: TrainConfig, precision: str, world_size: int) -> dict[str, Any]:
