@@ -5,9 +5,15 @@
 
 1. Loader: clips/s and frames/s of one reader (num_workers=0, i.e. per worker) over shards of 512² clips, with
    and without precomputed latents (sd15 sizes: 12 frames, V-Kps at 512², latents 64²), stage II.
-2. Step: median optimizer-step time and peak RSS of the DeepSpeed engine (ZeRO-2, one rank) and of the plain
-   PyTorch loop (same AdamW, clipping, schedule) on the tiny model and the same fixed batch; each engine runs in
-   its own process so peak RSS is its own. Target: DeepSpeed / plain <= 1.15.
+2. Step: the DeepSpeed engine (default ZeRO-2 config, one rank) against the plain PyTorch loop (same fused AdamW,
+   clipping with the global grad norm, warmup schedule, fp32) on the tiny model and the same fixed batch and noise.
+   Each engine lives in its own process (so peak RSS is its own), both with the same torch/OMP thread count
+   (--threads, default 1 as per DeepSpeed rank); after --warmup untimed steps the parent drives them one step at a
+   time, alternating (and alternating who goes first), so load from the shared machine hits both alike. Reported:
+   median time per phase (inputs, forward, backward, optimizer step) and per step, the ratio of medians and the
+   median of the paired per-step ratios, whether the losses agree step by step, and the ZeRO settings as run.
+   Target: DeepSpeed / plain <= 1.15. ``--ds-override train.deepspeed_config=infra/deepspeed/zero2.json`` runs
+   the shipped file as written (contiguous gradients + reduce-scatter even with one rank: the old behaviour).
 3. Memory: the sd15 preset in stage III (everything trained) on 8 GPUs: DeepSpeed's ZeRO-2/ZeRO-3 model-state
    estimates from the parameter counts (modules built on the meta device), plus activations with gradient
    checkpointing, measured by running the denoising UNet and ReferenceNet forward on the meta device:
@@ -18,10 +24,19 @@
 
    Segments are the modules diffusers checkpoints (each ResNet block, spatial transformer and motion module).
 
-Measured on the 2-core CPU machine (shared, noisy): DeepSpeed ZeRO-2 / plain = 1.07-1.44x (tiny) and 1.25-1.9x
-(4x wider); ZeRO-0 ~1.3x. The extra time is in backward (bucketed gradient reduction through gloo, even with one
-rank) and in the ZeRO-2 step (update of the flat fp32 partition, copy back into the module's parameters):
-memory-bound copies that run single-threaded here. The GPU (bf16, NCCL) comparison is still to be measured.
+Measured on the 2-core CPU machine (shared; 1 thread each, stage 3, 20 interleaved steps after 3 warm-up), step ms
+DeepSpeed / plain:
+  before (zero2.json as written, unfused AdamW):  tiny 281 / 201 = 1.40x,  4x wider 1740 / 977 = 1.78x
+  after (one-rank ZeRO settings, fused AdamW):    tiny 204 / 158 = 1.29x,  4x wider 1156 / 731 = 1.58x
+DeepSpeed's own step got 27-34% faster, but the target (<= 1.15) is NOT met on CPU; the best single runs were
+1.14x (tiny, one-rank settings, unfused) and 1.08x (tiny, ZeRO-1). Forward is equal; what is left is ZeRO's design:
+backward runs a Python hook per parameter (1321 tensors) and flattens / all-reduces (gloo, one rank) / unflattens
+the gradients; the optimizer step flattens them again into the fp32 master partition, computes the norm per
+tensor, clips, and copies the updated partition back into the module. On one CPU thread these are memory-bound
+copies of the whole model (fresh large allocations each time), which plain PyTorch does not do; peak RSS is
+1.25-1.4x for the same reason (the fp32 master copy). Levers measured on the tiny model and dropped:
+overlap_comm (1.45x), one bucket for everything (1.50x), contiguous_gradients alone off (1.36x), reduce_scatter
+alone off (1.42x); both off kept (1.14-1.29x, one rank only). The GPU (bf16, NCCL) comparison is still to be run.
 """
 
 from __future__ import annotations
