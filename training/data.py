@@ -21,7 +21,6 @@ reservoir buffer can be fast-forwarded exactly. Shuffling before decoding also k
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 from collections.abc import Iterable, Iterator
@@ -39,7 +38,6 @@ from training.config import DataConfig
 
 log = logging.getLogger(__name__)
 
-KNOWN_FORMAT_VERSIONS = (1,)  # docs/shard-format.md
 _warned: set[str] = set()
 
 
@@ -68,17 +66,11 @@ def list_shards(spec: str) -> list[str]:
 
 
 def _shards_from_index(folder: Path) -> list[str]:
+    """Shards listed in ``folder/index.json`` (read and version-checked by the preprocessing reader)."""
+    from preprocessing.shards import read_index
+
     index_path = folder / "index.json"
-    if not index_path.is_file():
-        raise ValueError(f"{folder}: no index.json (is this a preprocessing output folder?)")
-    try:
-        index = json.loads(index_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{index_path}: not valid JSON ({exc})") from exc
-    version = index.get("format_version")
-    if version not in KNOWN_FORMAT_VERSIONS:
-        raise ValueError(f"{index_path}: shard format_version {version!r} unknown (this reader knows "
-                         f"{KNOWN_FORMAT_VERSIONS})")
+    index = read_index(folder)
     paths = []
     for shard in index.get("shards", []):
         name = shard["name"]

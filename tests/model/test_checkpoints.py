@@ -27,19 +27,12 @@ from model.checkpoints import (
 )
 from model.config import ModelConfig
 from model.v_kps_guider import VKpsGuider
+from tests.model.model_tester import one_thread  # noqa: F401
 
 MANIFEST = Path("/work/shared/reference/vexpress_official_state_dicts.json")
 REPO = Path(__file__).resolve().parents[2]
 TINY = ModelConfig()
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")
