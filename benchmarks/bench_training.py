@@ -130,6 +130,8 @@ def engine_worker(engine: str, stage: int, overrides: list[str], warmup: int) ->
         batch = next(iter(make_loader(cfg.data, cfg.model, stage, 1, 0, 1)[0]))
     if engine == "deepspeed":
         init_distributed()
+    elif int(os.environ.get("WORLD_SIZE", "1")) > 1:  # the plain loop over many ranks: DDP on gloo
+        torch.distributed.init_process_group("gloo")
     torch.manual_seed(0)
     modules = build_modules(cfg.model)
     set_trainable(modules, stage)
@@ -165,13 +167,16 @@ def engine_worker(engine: str, stage: int, overrides: list[str], warmup: int) ->
 
 
 class _Worker:
-    def __init__(self, engine: str, stage: int, overrides: list[str], warmup: int, threads: int) -> None:
+    def __init__(self, engine: str, stage: int, overrides: list[str], warmup: int, threads: int,
+                 rank: int = 0, world: int = 1, port: int = 0) -> None:
         self.engine = engine
+        group = {} if world == 1 else {"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
+                                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
         self.proc = subprocess.Popen(
             [sys.executable, __file__, "--engine-worker", engine, "--stage", str(stage), "--warmup", str(warmup),
              *[f"--model-override={o}" for o in overrides]],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO,
-            env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+            env={**os.environ, "OMP_NUM_THREADS": str(threads), **group})
 
     def read(self) -> dict:
         while True:
@@ -181,10 +186,45 @@ class _Worker:
             if line.startswith("{"):
                 return json.loads(line)
 
-    def ask(self, command: str) -> dict:
+    def send(self, command: str) -> None:
         self.proc.stdin.write(command + "\n")
         self.proc.stdin.flush()
+
+    def ask(self, command: str) -> dict:
+        self.send(command)
         return self.read()
+
+
+class _Ranks:
+    """One engine over ``world`` rank processes driven together: a step is sent to every rank, and its time is the
+    slowest rank's (phases from rank 0)."""
+
+    def __init__(self, engine: str, stage: int, overrides: list[str], warmup: int, threads: int, world: int) -> None:
+        port = _free_port()
+        self.ranks = [_Worker(engine, stage, overrides, warmup, threads, r, world, port) for r in range(world)]
+
+    def read(self) -> dict:
+        return [w.read() for w in self.ranks][0]
+
+    def ask(self, command: str) -> dict:
+        for w in self.ranks:
+            w.send(command)
+        replies = [w.read() for w in self.ranks]
+        if "step" in replies[0]:
+            return {**replies[0], "step": max(r["step"] for r in replies)}
+        return {k: max(r[k] for r in replies) for k in replies[0]}  # peak RSS: the largest rank's
+
+    def kill(self) -> None:
+        for w in self.ranks:
+            w.proc.kill()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def _median(xs: list[float]) -> float:
@@ -193,16 +233,17 @@ def _median(xs: list[float]) -> float:
     return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
 
 
-def bench_step(steps: int, stage: int, warmup: int, threads: int, ds_overrides: list[str], sizes: list[str]) -> None:
+def bench_step(steps: int, stage: int, warmup: int, threads: int, ds_overrides: list[str], sizes: list[str],
+               ranks: int) -> None:
     models = {"tiny": ("tiny", []), "wider": ("tiny, 4x wider at 128² (" + " ".join(WIDER) + ")", WIDER)}
     for label, overrides in (models[s] for s in sizes):
-        _bench_step(steps, stage, warmup, threads, label, overrides, ds_overrides)
+        _bench_step(steps, stage, warmup, threads, label, overrides, ds_overrides, ranks)
 
 
 def _bench_step(steps: int, stage: int, warmup: int, threads: int, label: str, overrides: list[str],
-                ds_overrides: list[str]) -> None:
-    workers = {"torch": _Worker("torch", stage, overrides, warmup, threads),
-               "deepspeed": _Worker("deepspeed", stage, overrides + ds_overrides, warmup, threads)}
+                ds_overrides: list[str], ranks: int) -> None:
+    workers = {"torch": _Ranks("torch", stage, overrides, warmup, threads, ranks),
+               "deepspeed": _Ranks("deepspeed", stage, overrides + ds_overrides, warmup, threads, ranks)}
     try:
         ready = {e: w.read() for e, w in workers.items()}  # both set up (in parallel) and warmed up
         times: dict[str, list[dict]] = {e: [] for e in workers}
@@ -212,7 +253,7 @@ def _bench_step(steps: int, stage: int, warmup: int, threads: int, label: str, o
         peak = {e: w.ask("end")["peak_rss_gib"] for e, w in workers.items()}
     finally:
         for w in workers.values():
-            w.proc.kill()
+            w.kill()
     med = {e: {k: _median([t[k] for t in ts]) for k in ("inputs", "fwd", "bwd", "opt", "step")}
            for e, ts in times.items()}
     paired = _median([d["step"] / t["step"] for d, t in zip(times["deepspeed"], times["torch"])])
@@ -224,7 +265,8 @@ def _bench_step(steps: int, stage: int, warmup: int, threads: int, label: str, o
                  f"{peak['deepspeed'] / peak['torch']:.2f}x"])
     same_loss = all(abs(d["loss"] - t["loss"]) <= 1e-4 * max(1.0, abs(t["loss"]))
                     for d, t in zip(times["deepspeed"], times["torch"]))
-    table(f"Step, {label} model, stage {stage}, CPU fp32, 1 process each, {threads} thread(s) each "
+    procs = "1 process each" if ranks == 1 else f"{ranks} ranks each (plain = DDP on gloo; step = slowest rank)"
+    table(f"Step, {label} model, stage {stage}, CPU fp32, {procs}, {threads} thread(s) per process "
           f"({os.cpu_count()} CPUs), median of {steps} interleaved steps after {warmup} warm-up",
           ["engine", "threads", "inputs ms", "fwd ms", "bwd ms", "opt ms", "step ms", "peak RSS GiB"], rows)
     print(f"deepspeed / plain step time: {ratio:.3f}x (ratio of medians), {paired:.3f}x (median of paired "
@@ -340,6 +382,8 @@ def main() -> int:
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first (step benchmark)")
     p.add_argument("--threads", type=int, default=1, help="torch/OMP threads of each engine (step benchmark)")
     p.add_argument("--stage", type=int, default=3)
+    p.add_argument("--ranks", type=int, default=1,
+                   help="data-parallel ranks per engine (step benchmark; >1: DeepSpeed's shipped ZeRO vs DDP)")
     p.add_argument("--gpus", type=int, default=8)
     p.add_argument("--sizes", nargs="+", choices=["tiny", "wider"], default=["tiny", "wider"])
     p.add_argument("--ds-override", action="append", default=[],
@@ -353,7 +397,7 @@ def main() -> int:
     if args.only in (None, "loader"):
         bench_loader(args.clips, args.clips)
     if args.only in (None, "step"):
-        bench_step(args.steps, args.stage, args.warmup, args.threads, args.ds_override, args.sizes)
+        bench_step(args.steps, args.stage, args.warmup, args.threads, args.ds_override, args.sizes, args.ranks)
     if args.only in (None, "memory"):
         bench_memory(args.gpus)
     return 0

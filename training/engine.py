@@ -6,8 +6,8 @@ and memory against DeepSpeed on the same model and data.
 
 DeepSpeed settings: a JSON file from ``infra/deepspeed/`` (``zero{train.zero_stage}.json`` unless
 ``train.deepspeed_config`` names one) with the values that belong to the run filled in from the config: micro
-batch, gradient accumulation, clipping and precision (bf16 on GPU, fp32 on CPU); with a single rank, ZeRO-1/2
-skip the contiguous-gradient copies and the reduce-scatter (see ``ONE_RANK_ZERO12``). The optimizer is a client
+batch, gradient accumulation, clipping and precision (bf16 on GPU, fp32 on CPU); a single fp32 rank runs ZeRO-1/2
+as stage 0, there being nothing to partition (see ``one_rank_stage``). The optimizer is a client
 ``torch.optim.AdamW`` and the LR schedule a client linear-warmup-then-constant ``LambdaLR``; DeepSpeed steps,
 saves and restores both.
 """
@@ -104,17 +104,50 @@ def deepspeed_config(cfg: TrainConfig, precision: str, world_size: int) -> dict[
     if not cfg.deepspeed_config:
         ds["zero_optimization"]["stage"] = cfg.zero_stage
         if world_size == 1:
-            ds["zero_optimization"].update(ONE_RANK_ZERO12)
+            ds["zero_optimization"]["stage"] = one_rank_stage(cfg.zero_stage, precision)
+            if ds["zero_optimization"]["stage"] in (1, 2):
+                ds["zero_optimization"].update(ONE_RANK_ZERO12)
+    if clips_in_engine(ds, precision):
+        ds["gradient_clipping"] = 0.0  # DeepSpeedEngine.step clips instead (see clips_in_engine)
     return ds
 
 
-# With one rank, ZeRO-1/2 have nothing to scatter: every gradient belongs to the one partition. Contiguous
-# gradients + reduce-scatter then only add work: each gradient is copied into the reduction bucket and again into
-# the flat partition, one Python call chain per parameter (1321 tensors in the tiny model), which doubled the
-# backward time against plain PyTorch on CPU. Without them DeepSpeed all-reduces each bucket flattened in one go
-# and leaves gradients in place; it still keeps the fp32 master partition, clips and computes the global norm.
-# Multi-rank runs keep the zero2.json settings (reduce-scatter, contiguous buffers) that suit real partitions.
+def one_rank_stage(zero_stage: int, precision: str) -> int:
+    """The ZeRO stage a one-rank run uses for a configured ``zero_stage``.
+
+    ZeRO-1/2 partition optimizer state and gradients over the data-parallel ranks. With one rank there is nothing
+    to partition, and they only add work: a Python hook per parameter (1321 tensors in the tiny model) copying each
+    gradient into a flat bucket, an all-reduce with itself, the flat gradient copied again into an fp32 master
+    partition, and that partition copied back into the module after the update: 1.26-1.46x the plain PyTorch step
+    on CPU and 1.25-1.35x its memory (benchmarks/bench_training.py). So an fp32 run on one rank uses stage 0, which
+    keeps DeepSpeed in charge of the optimizer, schedule, accumulation and checkpoints and updates the parameters
+    in place. Mixed precision keeps ZeRO-1/2 (with ``ONE_RANK_ZERO12``): there the fp32 master weights are needed
+    anyway, and ZeRO's bf16 path is DeepSpeed's maintained one (its stage-0 bf16 path wraps the optimizer
+    differently). ZeRO-3 stays: one rank may want it for parameter offload. An explicit ``train.deepspeed_config``
+    is always run as written.
+    """
+    return 0 if zero_stage in (1, 2) and precision == "fp32" else zero_stage
+
+
+# With one rank and mixed precision, ZeRO-1/2 have nothing to scatter: every gradient belongs to the one partition.
+# Contiguous gradients + reduce-scatter then only copy each gradient into the reduction bucket and again into the
+# flat partition, one Python call chain per parameter, which doubled the backward time on CPU. Without them
+# DeepSpeed all-reduces each bucket flattened in one go and leaves gradients in place.
 ONE_RANK_ZERO12 = {"contiguous_gradients": False, "reduce_scatter": False}
+
+
+def clips_in_engine(ds_config: dict[str, Any], precision: str) -> bool:
+    """fp32 without ZeRO: clip with torch's foreach kernels rather than DeepSpeed's, which walks the parameters in
+    Python, one norm and one multiply per tensor (+8 ms a step on the tiny model). Same global norm, same result;
+    the gradients are already all-reduced at the accumulation boundary where the clipping happens."""
+    return precision == "fp32" and ds_config["zero_optimization"].get("stage", 0) == 0
+
+
+def clip_or_measure(params: list[nn.Parameter], max_norm: float) -> torch.Tensor:
+    """The global gradient norm, after clipping to ``max_norm`` when it is > 0 (0 disables clipping)."""
+    if max_norm > 0:
+        return torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True)
+    return torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None], foreach=True)
 
 
 def data_parallel_world_size() -> int:
@@ -144,14 +177,25 @@ class DeepSpeedEngine:
 
         self.precision = resolve_precision(cfg.precision)
         self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision, torch.float32)
-        self.zero_stage = cfg.zero_stage
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = make_optimizer(params, cfg)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_lambda(cfg.warmup_steps))
-        self.config = deepspeed_config(cfg, self.precision, data_parallel_world_size())
+        world_size = data_parallel_world_size()
+        self.config = deepspeed_config(cfg, self.precision, world_size)
+        self.zero_stage = self.config["zero_optimization"].get("stage", 0)
         self.ds, self.optimizer, _, self.scheduler = deepspeed.initialize(
             model=model, optimizer=optimizer, lr_scheduler=scheduler, config=self.config)
         self.module = self.ds.module
+        if world_size == 1 and self.zero_stage == 0:
+            # The all-reduce of one rank's gradients with itself is the identity; without ZeRO DeepSpeed would
+            # still flatten, reduce and unflatten every gradient each step. (Its pipeline engine turns it off too.)
+            self.ds.enable_backward_allreduce = False
+        self.clip_params = params if clips_in_engine(self.config, self.precision) else []  # also for the norm
+        self.max_grad_norm = cfg.max_grad_norm
+        self._grad_norm: float | None = None
+        if cfg.zero_stage != self.zero_stage:
+            log.info("one rank: ZeRO-%d runs as stage %d (nothing to partition; see training.engine.one_rank_stage)",
+                     cfg.zero_stage, self.zero_stage)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         return self.ds(*args, **kwargs)
@@ -161,6 +205,8 @@ class DeepSpeedEngine:
 
     def step(self) -> bool:
         boundary = self.ds.is_gradient_accumulation_boundary()
+        if boundary and self.clip_params:
+            self._grad_norm = float(clip_or_measure(self.clip_params, self.max_grad_norm))
         self.ds.step()
         return boundary
 
@@ -168,7 +214,7 @@ class DeepSpeedEngine:
         return float(self.ds.get_lr()[0])
 
     def grad_norm(self) -> float:
-        norm = self.ds.get_global_grad_norm()
+        norm = self._grad_norm if self.clip_params else self.ds.get_global_grad_norm()
         return float(norm) if norm is not None else float("nan")
 
     def save(self, root: Path, tag: str) -> None:
@@ -194,12 +240,18 @@ class DeepSpeedEngine:
 
 
 class TorchEngine:
-    """Plain PyTorch with the same semantics (AdamW, warmup, clipping, accumulation). Benchmark only."""
+    """Plain PyTorch with the same semantics (AdamW, warmup, clipping, accumulation), wrapped in
+    ``DistributedDataParallel`` when a process group of more than one rank is up. Benchmark only."""
 
     def __init__(self, model: nn.Module, cfg: TrainConfig) -> None:
         self.precision = resolve_precision(cfg.precision)
         self.dtype = {"bf16": torch.bfloat16}.get(self.precision, torch.float32)
         self.module = model.to(self.dtype)
+        self.wrapped = self.module
+        if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+            # static graph: the same parameters are used every step, and some never are (the ReferenceNet's last
+            # up-block feeds nothing), which DDP otherwise rejects
+            self.wrapped = nn.parallel.DistributedDataParallel(self.module, static_graph=True)
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = make_optimizer(self.params, cfg)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_lambda(cfg.warmup_steps))
@@ -208,7 +260,7 @@ class TorchEngine:
         self._grad_norm = float("nan")
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        return self.module(*args, **kwargs)
+        return self.wrapped(*args, **kwargs)
 
     def backward(self, loss: torch.Tensor) -> None:
         (loss / self.grad_accum).backward()
@@ -217,8 +269,7 @@ class TorchEngine:
         self.micro += 1
         if self.micro % self.grad_accum:
             return False
-        if self.max_grad_norm > 0:
-            self._grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm))
+        self._grad_norm = float(clip_or_measure(self.params, self.max_grad_norm))
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
