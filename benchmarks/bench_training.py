@@ -5,15 +5,17 @@
 
 1. Loader: clips/s and frames/s of one reader (num_workers=0, i.e. per worker) over shards of 512² clips, with
    and without precomputed latents (sd15 sizes: 12 frames, V-Kps at 512², latents 64²), stage II.
-2. Step: the DeepSpeed engine (default ZeRO-2 config, one rank) against the plain PyTorch loop (same fused AdamW,
-   clipping with the global grad norm, warmup schedule, fp32) on the tiny model and the same fixed batch and noise.
-   Each engine lives in its own process (so peak RSS is its own), both with the same torch/OMP thread count
-   (--threads, default 1 as per DeepSpeed rank); after --warmup untimed steps the parent drives them one step at a
-   time, alternating (and alternating who goes first), so load from the shared machine hits both alike. Reported:
-   median time per phase (inputs, forward, backward, optimizer step) and per step, the ratio of medians and the
-   median of the paired per-step ratios, whether the losses agree step by step, and the ZeRO settings as run.
-   Target: DeepSpeed / plain <= 1.15. ``--ds-override train.deepspeed_config=infra/deepspeed/zero2.json`` runs
-   the shipped file as written (contiguous gradients + reduce-scatter even with one rank: the old behaviour).
+2. Step: the DeepSpeed engine (default config: ZeRO-2, which one fp32 rank runs as stage 0) against the plain
+   PyTorch loop (same fused AdamW, clipping with the global grad norm, warmup schedule, fp32) on the tiny model and
+   the same fixed batch and noise. Each engine lives in its own process (so peak RSS is its own), both with the
+   same torch/OMP thread count (--threads, default 1 as per DeepSpeed rank); after --warmup untimed steps the
+   parent drives them one step at a time, alternating (and alternating who goes first), so load from the shared
+   machine hits both alike. Reported: median time per phase (inputs, forward, backward, optimizer step) and per
+   step, the ratio of medians and the median of the paired per-step ratios, whether the losses agree step by step,
+   and the ZeRO settings as run. Target: DeepSpeed / plain <= 1.15. ``--ranks 2`` runs each engine on 2 ranks
+   (DeepSpeed with the shipped multi-rank ZeRO-2 settings, plain = DistributedDataParallel on gloo; a step takes
+   as long as its slowest rank). ``--ds-override train.deepspeed_config=infra/deepspeed/zero2.json`` runs the
+   shipped file as written even on one rank; ``--ds-override train.zero_stage=0`` picks another stage.
 3. Memory: the sd15 preset in stage III (everything trained) on 8 GPUs: DeepSpeed's ZeRO-2/ZeRO-3 model-state
    estimates from the parameter counts (modules built on the meta device), plus activations with gradient
    checkpointing, measured by running the denoising UNet and ReferenceNet forward on the meta device:
@@ -24,19 +26,21 @@
 
    Segments are the modules diffusers checkpoints (each ResNet block, spatial transformer and motion module).
 
-Measured on the 2-core CPU machine (shared; 1 thread each, stage 3, 20 interleaved steps after 3 warm-up), step ms
-DeepSpeed / plain:
-  before (zero2.json as written, unfused AdamW):  tiny 281 / 201 = 1.40x,  4x wider 1740 / 977 = 1.78x
-  after (one-rank ZeRO settings, fused AdamW):    tiny 204 / 158 = 1.29x,  4x wider 1156 / 731 = 1.58x
-DeepSpeed's own step got 27-34% faster, but the target (<= 1.15) is NOT met on CPU; the best single runs were
-1.14x (tiny, one-rank settings, unfused) and 1.08x (tiny, ZeRO-1). Forward is equal; what is left is ZeRO's design:
-backward runs a Python hook per parameter (1321 tensors) and flattens / all-reduces (gloo, one rank) / unflattens
-the gradients; the optimizer step flattens them again into the fp32 master partition, computes the norm per
-tensor, clips, and copies the updated partition back into the module. On one CPU thread these are memory-bound
-copies of the whole model (fresh large allocations each time), which plain PyTorch does not do; peak RSS is
-1.25-1.4x for the same reason (the fp32 master copy). Levers measured on the tiny model and dropped:
-overlap_comm (1.45x), one bucket for everything (1.50x), contiguous_gradients alone off (1.36x), reduce_scatter
-alone off (1.42x); both off kept (1.14-1.29x, one rank only). The GPU (bf16, NCCL) comparison is still to be run.
+Measured on the 2-core CPU machine (1 thread per process, stage 3, 20 interleaved steps after 3 warm-up), step ms
+DeepSpeed / plain (ratio of medians; the median of paired ratios within a few % of it):
+  one rank, ZeRO-2 as written, unfused AdamW:           tiny 281 / 201 = 1.40x   4x wider 1740 / 977 = 1.78x
+  one rank, ZeRO-2 without scatter/contiguous, fused:   tiny 197 / 157 = 1.26x   4x wider 1210 / 830 = 1.46x
+  one rank, as now (stage 0, no self all-reduce, foreach clipping; three runs):
+                                                        tiny 0.97-1.13x          4x wider 0.97-1.04x
+  peak RSS now: tiny 1.03 / 0.89 GiB = 1.15x (DeepSpeed's own imports), 4x wider 1.96 / 1.83 GiB = 1.07x.
+  2 ranks vs DDP (--ranks 2): ZeRO-2 (shipped) tiny 231 / 168 = 1.38x, 4x wider 1553 / 880 = 1.76x;
+                              ZeRO-0             tiny 184 / 186 = 0.99x, 4x wider 1293 / 1052 = 1.23x.
+Where ZeRO's time goes on CPU: with one rank, a Python hook per parameter (1321 tensors) copying gradients into
+flat buckets, an all-reduce with itself, a second copy into the fp32 master partition, a per-tensor norm, and the
+updated partition copied back (that is why one fp32 rank now runs stage 0: it partitions nothing). With two
+ranks the same copies plus gloo's reduce-scatter and all-gather, which wait ~0.44 s a step on the 4x-wider
+model (profiled: c10d wait) where DDP overlaps one all-reduce with the backward; overlap_comm did not help
+(1.65x). The GPU comparison (bf16, NCCL) is still to be run: no GPU was lent to this work.
 """
 
 from __future__ import annotations
