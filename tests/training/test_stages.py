@@ -79,13 +79,18 @@ class _Crash(RuntimeError):
     pass
 
 
-def test_resume_after_a_kill_gives_the_same_losses_and_weights(synthetic_shards, tmp_path):
+# One fp32 rank runs ZeRO-2 as stage 0 (training.engine.one_rank_stage); the shipped zero2.json named explicitly
+# keeps ZeRO-2's partitioned optimizer checkpoint, the layout multi-rank runs save and resume.
+@pytest.mark.parametrize("zero2_as_written", [False, True], ids=["one-rank-default", "zero2"])
+def test_resume_after_a_kill_gives_the_same_losses_and_weights(synthetic_shards, tmp_path, zero2_as_written):
+    from training.engine import DEEPSPEED_CONFIG_DIR
     from training.trainer import Trainer
 
     n = 2
     Trainer(_cfg(synthetic_shards, tmp_path / "stage1", 1, "train.max_steps=1")).run()
-    args = (f"train.init_from={tmp_path / 'stage1'}", f"train.max_steps={2 * n}", f"train.checkpoint_every={n}", "train.lr=1e-3", "train.warmup_steps=3",
-            "train.uncond_ratio=0.3", "data.shuffle_buffer=3")
+    args = (f"train.init_from={tmp_path / 'stage1'}", f"train.max_steps={2 * n}", f"train.checkpoint_every={n}",
+            "train.lr=1e-3", "train.warmup_steps=3", "train.uncond_ratio=0.3", "data.shuffle_buffer=3",
+            *([f"train.deepspeed_config={DEEPSPEED_CONFIG_DIR / 'zero2.json'}"] if zero2_as_written else []))
     straight = Trainer(_cfg(synthetic_shards, tmp_path / "straight", 2, *args))
     straight_losses = [m.loss for m in straight.run()]
 
@@ -96,6 +101,8 @@ def test_resume_after_a_kill_gives_the_same_losses_and_weights(synthetic_shards,
     first = Trainer(_cfg(synthetic_shards, tmp_path / "killed", 2, *args), hooks=(crash_after_checkpoint,))
     with pytest.raises(_Crash):
         first.run()
+    zero_files = list((tmp_path / "killed").rglob("*zero_pp_rank_0_mp_rank_00_optim_states.pt"))
+    assert bool(zero_files) == zero2_as_written  # ZeRO-2's partitioned optimizer state, or stage 0's plain one
     resumed = Trainer(_cfg(synthetic_shards, tmp_path / "killed", 2, *args), resume="auto")
     resumed_losses = [m.loss for m in resumed.run()]
     assert len(resumed_losses) == n
