@@ -204,7 +204,9 @@ class _Ranks:
     slowest rank's (phases from rank 0)."""
 
     def __init__(self, engine: str, stage: int, overrides: list[str], warmup: int, threads: int, world: int) -> None:
-        port = _free_port()
+        from infra.net import free_port
+
+        port = free_port()
         self.ranks = [_Worker(engine, stage, overrides, warmup, threads, r, world, port) for r in range(world)]
 
     def read(self) -> dict:
@@ -221,14 +223,6 @@ class _Ranks:
     def kill(self) -> None:
         for w in self.ranks:
             w.proc.kill()
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _median(xs: list[float]) -> float:

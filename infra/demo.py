@@ -13,13 +13,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from infra.net import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -32,12 +33,6 @@ class Step:
     name: str
     command: list[str] | Callable[[], list[str] | None]
     env: dict[str, str] | None = None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _log(msg: str) -> None:
@@ -123,7 +118,7 @@ def build_steps(out: Path) -> list[Step]:
         steps.append(Step(
             f"train_stage{stage}",
             lambda stage=stage, overrides=overrides: [
-                *launcher, "--master_port", str(_free_port()), "training/run.py",
+                *launcher, "--master_port", str(free_port()), "training/run.py",
                 "--config", f"configs/tiny/stage{stage}.yaml", "--resume", "auto", *overrides],
             env={"OMP_NUM_THREADS": "1"},
         ))

@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from preprocessing.faces import SFACE_FILE, Face, FaceModelError, find_pack_model, packaged_model
+from preprocessing.faces import SFACE_FILE, Face, FaceModelError, check_rgb_frame, find_pack_model, packaged_model
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
@@ -31,13 +31,6 @@ def _unit(v: np.ndarray) -> np.ndarray:
 
 def cosine_similarity(a: np.ndarray, b: np.ndarray) -> float:
     return float(_unit(a) @ _unit(b))
-
-
-def _rgb(image: np.ndarray) -> np.ndarray:
-    image = np.asarray(image)
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(f"face embedding needs an RGB uint8 (H, W, 3) image, got {image.dtype} {image.shape}")
-    return image
 
 
 def _only_data_inputs(path: Path) -> bytes:
@@ -86,7 +79,7 @@ class SFaceEmbedder:
 
     def align(self, image_rgb: np.ndarray, face: Face) -> np.ndarray:
         """The 112x112 BGR crop SFace embeds."""
-        bgr = np.ascontiguousarray(_rgb(image_rgb)[:, :, ::-1])
+        bgr = np.ascontiguousarray(check_rgb_frame(image_rgb, "face embedding")[:, :, ::-1])
         return self._rec.alignCrop(bgr, face.yunet_row().reshape(1, 15))
 
     def embed(self, image_rgb: np.ndarray, face: Face) -> np.ndarray:
@@ -127,7 +120,7 @@ class ArcFaceEmbedder:
         """The aligned BGR crop (insightface models take BGR and swap to RGB themselves)."""
         from insightface.utils.face_align import norm_crop
 
-        bgr = np.ascontiguousarray(_rgb(image_rgb)[:, :, ::-1])
+        bgr = np.ascontiguousarray(check_rgb_frame(image_rgb, "face embedding")[:, :, ::-1])
         return norm_crop(bgr, np.asarray(face.kps, np.float32), image_size=self.input_size)
 
     def embed(self, image_rgb: np.ndarray, face: Face) -> np.ndarray:

@@ -72,10 +72,11 @@ class FaceBackend(Protocol):
     def detect_batch(self, frames: Sequence[np.ndarray] | np.ndarray) -> list[list[Face]]: ...
 
 
-def _check_frame(frame: np.ndarray) -> np.ndarray:
+def check_rgb_frame(frame: np.ndarray, purpose: str = "face detection") -> np.ndarray:
+    """``frame`` as an array, or ValueError naming ``purpose`` unless it is RGB uint8 (H, W, 3)."""
     frame = np.asarray(frame)
     if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
-        raise ValueError(f"face detection needs an RGB uint8 (H, W, 3) frame, got {frame.dtype} {frame.shape}")
+        raise ValueError(f"{purpose} needs an RGB uint8 (H, W, 3) frame, got {frame.dtype} {frame.shape}")
     return frame
 
 
@@ -111,7 +112,7 @@ class YuNetBackend(_BatchMixin):
                                               nms_threshold, top_k)
 
     def detect(self, frame_rgb: np.ndarray) -> list[Face]:
-        frame = _check_frame(frame_rgb)
+        frame = check_rgb_frame(frame_rgb)
         size = (frame.shape[1], frame.shape[0])
         if size != self._size:  # YuNet's anchors depend on the input size: set it per frame size
             self._det.setInputSize(size)
@@ -186,7 +187,7 @@ class InsightFaceBackend(_BatchMixin):
         self.score_threshold, self.nms_threshold = score_threshold, nms_threshold
 
     def detect(self, frame_rgb: np.ndarray) -> list[Face]:
-        frame = _check_frame(frame_rgb)
+        frame = check_rgb_frame(frame_rgb)
         # insightface expects BGR (its blobFromImage swaps to RGB for the network)
         dets, kpss = self.model.detect(np.ascontiguousarray(frame[:, :, ::-1]), input_size=self.det_size,
                                        det_thresh=self.score_threshold)

@@ -18,13 +18,13 @@ import contextlib
 import json
 import logging
 import os
-import socket
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 from torch import nn
 
+from infra.net import free_port
 from training.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -32,12 +32,6 @@ DEEPSPEED_CONFIG_DIR = Path(__file__).resolve().parent.parent / "infra" / "deeps
 
 
 # ------------------------------------------------------------------------------------------ distributed
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def init_distributed() -> tuple[int, int]:
     """Join (or, as a plain single process, create) the process group; returns (rank, world_size)."""
     # DeepSpeed JIT-compiles its shared-memory comm op on first use (34-70 s); one persistent cache, the same
@@ -47,7 +41,7 @@ def init_distributed() -> tuple[int, int]:
 
     if "RANK" not in os.environ:  # a plain `python training/run.py`: a world of one on loopback
         os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
-                          MASTER_PORT=os.environ.get("MASTER_PORT", str(_free_port())))
+                          MASTER_PORT=os.environ.get("MASTER_PORT", str(free_port())))
     if not torch.distributed.is_initialized():
         deepspeed.init_distributed()
     return torch.distributed.get_rank(), torch.distributed.get_world_size()

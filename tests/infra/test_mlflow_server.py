@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -13,13 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from infra.net import free_port
+
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _post(url: str, body: dict) -> dict:
@@ -48,7 +43,7 @@ def _write_store(tmp_path: Path) -> str:
 @pytest.mark.slow
 def test_mlflow_server_serves_training_runs(tmp_path):
     uri = _write_store(tmp_path)
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     server = subprocess.Popen(
         ["bash", str(REPO / "infra/mlflow/server.sh"), uri, str(tmp_path / "artifacts"), str(port), "127.0.0.1"],
