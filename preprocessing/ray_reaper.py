@@ -59,9 +59,23 @@ def _has_tag(p: psutil.Process, tag: str) -> bool:
             return False
 
 
-def reap(temp_dir: str, tag: str | None = None, grace_s: float = 3.0) -> list[int]:
-    """SIGTERM, then SIGKILL after ``grace_s``, the cluster's processes; remove the temp dir. Returns their pids."""
-    procs = cluster_processes(temp_dir, tag)
+def reap(temp_dir: str, tag: str | None = None, grace_s: float = 3.0, rounds: int = 5) -> list[int]:
+    """SIGTERM, then SIGKILL after ``grace_s``, the cluster's processes, scanning again until a scan finds none
+    (at most ``rounds`` scans): a helper the raylet was spawning while the first scan ran (a dashboard agent, say)
+    only shows up in a later one. Removes the temp dir; returns the pids stopped."""
+    stopped: list[int] = []
+    for _ in range(rounds):
+        procs = cluster_processes(temp_dir, tag)
+        if not procs:
+            break
+        _stop(procs, grace_s)
+        stopped += [p.pid for p in procs]
+        time.sleep(0.5)
+    shutil.rmtree(temp_dir, ignore_errors=True)
+    return stopped
+
+
+def _stop(procs: list[psutil.Process], grace_s: float) -> None:
     for p in procs:
         try:
             p.terminate()
@@ -73,8 +87,6 @@ def reap(temp_dir: str, tag: str | None = None, grace_s: float = 3.0) -> list[in
             p.kill()
         except psutil.Error:
             pass
-    shutil.rmtree(temp_dir, ignore_errors=True)
-    return [p.pid for p in procs]
 
 
 def start_reaper(driver_pid: int, temp_dir: str) -> subprocess.Popen:
