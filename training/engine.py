@@ -44,7 +44,29 @@ def init_distributed() -> tuple[int, int]:
                           MASTER_PORT=os.environ.get("MASTER_PORT", str(free_port())))
     if not torch.distributed.is_initialized():
         deepspeed.init_distributed()
+        release_shm_allreduce_buffer()
     return torch.distributed.get_rank(), torch.distributed.get_world_size()
+
+
+def shm_allreduce_buffer(rank: int) -> Path:
+    """Where DeepSpeed's CPU shared-memory all-reduce keeps ``rank``'s buffer (its csrc/cpu/comm/shm.cpp)."""
+    return Path("/dev/shm") / (f"deepspeed_allreduce_buffer_{os.getuid()}_{os.environ.get('MASTER_ADDR', '')}_"
+                               f"{os.environ.get('MASTER_PORT', '')}_{rank}")
+
+
+def release_shm_allreduce_buffer() -> None:
+    """Unlink this rank's DeepSpeed shared-memory buffer once every rank has mapped every buffer.
+
+    On CPU under the launcher (LOCAL_SIZE set) DeepSpeed gives each rank a 66 MB /dev/shm file that the other ranks
+    map by name during ``init_distributed``, and never unlinks it: each 2-rank launch left 132 MB of RAM behind
+    until reboot (7.8 GB after 60 launches on this machine). After a barrier every rank holds its mappings, which
+    outlive the name; the memory goes when the last rank exits.
+    """
+    buffer = shm_allreduce_buffer(torch.distributed.get_rank())
+    if not os.environ.get("LOCAL_SIZE") or not buffer.parent.is_dir():
+        return
+    torch.distributed.barrier()
+    buffer.unlink(missing_ok=True)
 
 
 def device() -> torch.device:

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from infra.net import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 VIDEO = "good_carphone_a0009.mp4"  # 80 frames, 512², real speech
@@ -56,15 +57,10 @@ def _build_sample_shards(sample_data_dir: Path, out: Path, clip_frames: int = 20
     return out
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _launch(stage: int, shards: Path, root: Path, *extra: str) -> None:
     launcher = shutil.which("deepspeed") or str(Path(sys.executable).parent / "deepspeed")
-    cmd = [launcher, "--num_gpus", "2", "--master_port", str(_port()), str(REPO / "training" / "run.py"),
+    port = free_port()
+    cmd = [launcher, "--num_gpus", "2", "--master_port", str(port), str(REPO / "training" / "run.py"),
            "--config", f"tiny/stage{stage}", f"data.shards={shards}", f"train.output_dir={root / f'stage{stage}'}",
            "train.max_steps=2", "train.checkpoint_every=1", "train.keep_last=2", "train.validate_every=2",
            "train.validation_frames=4", "inference.num_inference_steps=2", "data.num_workers=1", *extra]
@@ -73,6 +69,8 @@ def _launch(stage: int, shards: Path, root: Path, *extra: str) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
+    # DeepSpeed's CPU shared-memory all-reduce buffers are released (training.engine.release_shm_allreduce_buffer)
+    assert not list(Path("/dev/shm").glob(f"deepspeed_allreduce_buffer_*_{port}_*"))
 
 
 @pytest.mark.slow
