@@ -4,8 +4,9 @@
 follow it but some helpers (dashboard/runtime-env agents, log monitor) can linger, and ``ray stop`` would stop
 every Ray cluster of the user on the machine. This watchdog, started by the driver next to its cluster, waits for
 the driver to exit and then kills exactly the processes whose command line names the cluster's temp dir (by pid),
-and those whose environment carries the driver's owner tag (``VEXPRESS_RAY_OWNER``, inherited by every process
-the cluster starts; Ray's agents rewrite their command line), and removes the temp dir.
+those whose environment carries the driver's owner tag (``VEXPRESS_RAY_OWNER``, inherited by every process the
+cluster starts), and those holding files open in the temp dir (Ray's agents rewrite their title, which zeroes
+both their command line and their environment block), and removes the temp dir.
 
     python -m preprocessing.ray_reaper <driver pid> <ray temp dir>
 """
@@ -29,8 +30,9 @@ def owner_tag(driver_pid: int, temp_dir: str) -> str:
 
 
 def cluster_processes(temp_dir: str, tag: str | None = None) -> list[psutil.Process]:
-    """Processes of the Ray cluster in ``temp_dir``: their arguments name its session dir, or (for processes that
-    rewrite their title, like ``ray::DashboardAgent``) their environment carries the driver's ``tag``."""
+    """Processes of the Ray cluster in ``temp_dir``: their arguments name its session dir, their environment
+    carries the driver's ``tag``, or they hold files open in it (the agents' logs: ``ray::DashboardAgent`` and
+    ``ray::RuntimeEnvAgent`` rewrite their title with setproctitle, which zeroes the whole environment block)."""
     me = os.getpid()
     needle = temp_dir.rstrip("/") + "/"  # "/tmp/vexray-12/" must not match "/tmp/vexray-123/..."
     found = []
@@ -38,11 +40,19 @@ def cluster_processes(temp_dir: str, tag: str | None = None) -> list[psutil.Proc
         try:
             if p.info["pid"] == me:
                 continue
-            if any(needle in arg for arg in p.info["cmdline"] or []) or (tag is not None and _has_tag(p, tag)):
+            if (any(needle in arg for arg in p.info["cmdline"] or []) or (tag is not None and _has_tag(p, tag))
+                    or _holds_files_in(p, needle)):
                 found.append(p)
         except (psutil.Error, TypeError):
             continue
     return found
+
+
+def _holds_files_in(p: psutil.Process, needle: str) -> bool:
+    try:
+        return any(f.path.startswith(needle) for f in p.open_files())
+    except psutil.Error:  # gone, or another user's process
+        return False
 
 
 def _has_tag(p: psutil.Process, tag: str) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import numpy as np
 import pytest
@@ -118,6 +119,16 @@ def test_reaper_kills_only_processes_of_its_cluster(tmp_path):
 
     temp = str(tmp_path / "vexray-1")
     sleep = [sys.executable, "-c", "import time; time.sleep(60)"]
+    # Like ray::DashboardAgent: a log open in the session dir, and a title that zeroes argv and the environment.
+    (tmp_path / "vexray-1" / "logs").mkdir(parents=True)
+    (tmp_path / "vexray-12").mkdir()
+    agent_code = ("import sys, time, ray._raylet; log = open(sys.argv[1], 'a'); "
+                  "ray._raylet.setproctitle('ray::DashboardAgent'); open(sys.argv[2], 'w').close(); time.sleep(60)")
+    agents = [subprocess.Popen([sys.executable, "-c", agent_code, f"{d}/logs/agent.log" if d.endswith("-1") else
+                                f"{d}/agent.log", str(tmp_path / f"ready-{i}")])
+              for i, d in enumerate((temp, str(tmp_path / "vexray-12")))]
+    while not all((tmp_path / f"ready-{i}").exists() for i in range(2)):
+        time.sleep(0.1)
     driver = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1.5)"])
     tag = ray_reaper.owner_tag(driver.pid, temp)
     ours = subprocess.Popen([*sleep, f"--log-dir={temp}/session_x/logs"])
@@ -129,8 +140,9 @@ def test_reaper_kills_only_processes_of_its_cluster(tmp_path):
         driver.wait()
         reaper.wait(timeout=30)
         assert ours.wait(timeout=10) is not None and titled.wait(timeout=10) is not None
-        assert other.poll() is None  # another cluster whose dir merely starts with ours is left alone
+        assert agents[0].wait(timeout=10) is not None
+        assert other.poll() is None and agents[1].poll() is None  # another cluster whose dir starts like ours
     finally:
-        for p in (ours, titled, other):
+        for p in (ours, titled, other, *agents):
             p.kill()
             p.wait()
