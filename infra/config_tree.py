@@ -8,7 +8,7 @@ from evaluation.config import EvalConfig
 from model.config import ModelConfig
 from model.inference_config import InferenceConfig
 from preprocessing.config import PreprocessConfig
-from training.config import DataConfig, TrackingConfig, TrainConfig
+from training.config import DataConfig, TrackingConfig, TrainConfig, VaeFitConfig
 
 
 @dataclass
@@ -20,6 +20,7 @@ class VExpressConfig:
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    vae: VaeFitConfig = field(default_factory=VaeFitConfig)
 
 
 def load(yaml_paths=None, overrides=None) -> VExpressConfig:

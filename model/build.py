@@ -124,7 +124,7 @@ def build_vae(cfg: ModelConfig, seed: int = 0) -> AutoencoderKL:
             up_block_types=("UpDecoderBlock2D",) * len(channels),
             block_out_channels=channels, layers_per_block=2 if cfg.preset == "sd15" else 1,
             latent_channels=cfg.vae_latent_channels, norm_num_groups=groups, sample_size=cfg.resolution,
-            scaling_factor=cfg.vae_scaling_factor,
+            scaling_factor=cfg.vae_scaling_factor, mid_block_add_attention=cfg.vae_mid_attention,
         )
 
 

@@ -23,6 +23,11 @@ class PretrainedPaths:
     vexpress: str = ""  # folder with the five official (or our) V-Express checkpoint files
 
 
+# Presets whose modules may be built with random weights (tests, the CPU demo); sd15 and custom need real ones.
+RANDOM_INIT_PRESETS = ("tiny", "cpu")
+PRESETS = (*RANDOM_INIT_PRESETS, "sd15", "custom")
+
+
 @dataclass
 class ModelConfig:
     preset: str = "tiny"
@@ -48,20 +53,29 @@ class ModelConfig:
     audio_frames_context: int = 2  # +-2 video frames of audio context
     audio_vectors_per_frame: int = 2
     # --- VAE / sizes ---
-    vae_block_out_channels: list[int] = field(default_factory=lambda: [8, 8, 8, 8])
+    vae_block_out_channels: list[int] = field(default_factory=lambda: [8, 8, 8, 8])  # n blocks: 2^(n-1) x down
+    vae_mid_attention: bool = True  # the SD VAE's mid-block self-attention (off: a fully convolutional VAE)
     vae_latent_channels: int = 4
-    vae_scaling_factor: float = 0.18215
+    vae_scaling_factor: float = 0.18215  # for randomly built VAEs; a VAE folder's own config.json value wins
     resolution: int = 64  # frame size in pixels (512 for sd15)
     pretrained: PretrainedPaths = field(default_factory=PretrainedPaths)
 
     def __post_init__(self) -> None:
-        check(self.preset in ("tiny", "sd15", "custom"), "model.preset", f"must be tiny|sd15|custom, got {self.preset!r}")
+        check(self.preset in PRESETS, "model.preset", f"must be one of {'|'.join(PRESETS)}, got {self.preset!r}")
         check(len(self.block_out_channels) == 4, "model.block_out_channels", "needs 4 entries (SD1.5 layout)")
         check(all(c % self.norm_num_groups == 0 for c in self.block_out_channels), "model.block_out_channels",
               f"every width must be divisible by norm_num_groups={self.norm_num_groups}")
         check(self.layers_per_block >= 1, "model.layers_per_block", "must be >= 1")
-        check(self.resolution % 8 == 0 and self.resolution > 0, "model.resolution", "must be a positive multiple of 8")
-        check(len(self.kps_guider_channels) == 4, "model.kps_guider_channels", "needs 4 entries")
+        check(self.resolution > 0, "model.resolution", "must be > 0")
+        check(self.in_channels == self.out_channels == self.vae_latent_channels, "model.in_channels",
+              f"in_channels ({self.in_channels}), out_channels ({self.out_channels}) and vae_latent_channels "
+              f"({self.vae_latent_channels}) must be equal: the UNets denoise the VAE's latents")
+        check(len(self.vae_block_out_channels) >= 2, "model.vae_block_out_channels", "needs at least 2 entries")
+        check(self.resolution % self.vae_downsample == 0, "model.resolution",
+              f"must be a multiple of the VAE's downsampling factor {self.vae_downsample}")
+        check(len(self.kps_guider_channels) == len(self.vae_block_out_channels), "model.kps_guider_channels",
+              f"needs {len(self.vae_block_out_channels)} entries: the V-Kps guider downsamples as much as the VAE "
+              f"(one entry per vae_block_out_channels entry)")
         check(self.audio_num_queries >= 1, "model.audio_num_queries", "must be >= 1")
         check(self.audio_frames_context >= 0, "model.audio_frames_context", "must be >= 0")
 
@@ -71,5 +85,10 @@ class ModelConfig:
         return self.audio_vectors_per_frame * (2 * self.audio_frames_context + 1)
 
     @property
+    def vae_downsample(self) -> int:
+        """Pixels per latent cell along each side (8 for the SD VAE's four blocks)."""
+        return 2 ** (len(self.vae_block_out_channels) - 1)
+
+    @property
     def latent_size(self) -> int:
-        return self.resolution // 8
+        return self.resolution // self.vae_downsample

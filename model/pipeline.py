@@ -81,7 +81,7 @@ class VExpressPipeline:
         dtype: str | torch.dtype = "fp32",
         devices: Sequence[str | torch.device] | None = None,
         offload: bool = False,
-        vae_scaling_factor: float = 0.18215,
+        vae_scaling_factor: float | None = None,
         audio_context: int = 2,
         audio_vectors_per_frame: int = 2,
     ) -> None:
@@ -92,7 +92,9 @@ class VExpressPipeline:
         if offload and len(self.devices) > 1:
             raise ValueError("offload and several devices cannot be combined; choose one")
         self.offload = offload
-        self.vae_scaling_factor = vae_scaling_factor
+        # The VAE records the factor that gives its latents unit variance (0.18215 for the SD VAE).
+        self.vae_scaling_factor = vae_scaling_factor or float(vae.config.scaling_factor)
+        self.vae_downsample = 2 ** (len(getattr(getattr(vae, "config", None), "block_out_channels", (0,) * 4)) - 1)
         self.audio_context, self.audio_vectors_per_frame = audio_context, audio_vectors_per_frame
         home = torch.device("cpu") if offload else self.device
         for m in (self.modules, self.vae):
@@ -129,7 +131,7 @@ class VExpressPipeline:
 
     @torch.no_grad()
     def encode_reference(self, image: np.ndarray, size: int):
-        """Reference latent (1, 4, size/8, size/8) and the ReferenceNet features (run once per video)."""
+        """Reference latent (1, 4, size/d, size/d) (d: the VAE's downsampling) and the ReferenceNet features."""
         x = self._image_tensor(image, size).to(self.device, self.dtype)
         with self._on_device(self.vae):
             latent = self.vae.encode(x).latent_dist.mean * self.vae_scaling_factor
@@ -139,7 +141,7 @@ class VExpressPipeline:
 
     @torch.no_grad()
     def encode_kps(self, kps: np.ndarray, size: int, chunk: int = 16) -> torch.Tensor:
-        """V-Kps features (1, C0, F, size/8, size/8) of keypoints (F, >=3, 2) in pixels of a size x size frame."""
+        """V-Kps features (1, C0, F, size/d, size/d) of keypoints (F, >=3, 2) in pixels of a size x size frame."""
         radius = max(1, round(4 * size / 512))  # the official radius 4 at 512 px, scaled to the frame size
         images = render_vkps(kps, size, radius=radius)  # (F, 3, H, W) in [0, 1]
         feats = []
@@ -252,7 +254,7 @@ class VExpressPipeline:
             "audio": (self.project_audio(torch.as_tensor(audio_features), num_frames) if audio_features is not None
                       else self.encode_audio(audio, num_frames)),
         }
-        latents = self.sample(cond, num_frames, size // 8, num_inference_steps, guidance_scale, context_frames,
+        latents = self.sample(cond, num_frames, size // self.vae_downsample, num_inference_steps, guidance_scale, context_frames,
                               context_overlap, reference_attention_weight, audio_attention_weight, generator, progress)
         stats = latents.stats
         frames = None if output_type == "latent" else self.decode(latents.latents, median_filter, progress)

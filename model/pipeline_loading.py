@@ -17,6 +17,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from model.config import RANDOM_INIT_PRESETS
 from model.pipeline import VExpressPipeline
 
 log = logging.getLogger(__name__)
@@ -61,13 +62,15 @@ def make_audio_encoder(cfg, device: str = "cpu"):
 
     path = cfg.model.pretrained.audio_encoder or cfg.preprocess.audio_encoder_path
     kind = cfg.preprocess.audio_encoder
-    if not path:
-        if cfg.model.preset != "tiny":
+    if kind == "mel":
+        path = ""
+    elif not path:
+        if cfg.model.preset not in RANDOM_INIT_PRESETS:
             raise ValueError("model.pretrained.audio_encoder: set a local audio-encoder folder "
                              "(e.g. wav2vec2-base-960h); only the tiny preset builds a random one")
         path, kind = tiny_audio_encoder_folder(cfg.model.audio_embed_dim), "wav2vec2"
         log.info("no audio encoder configured: using the tiny random Wav2Vec2 in %s", path)
-    encoder = AudioEncoder(path, kind=kind, device=device)
+    encoder = AudioEncoder(path, kind=kind, device=device, mel_bins=cfg.preprocess.mel_bins)
     if encoder.dim != cfg.model.audio_embed_dim:
         raise ValueError(f"{path}: audio encoder width {encoder.dim} != model.audio_embed_dim "
                          f"{cfg.model.audio_embed_dim}")
@@ -110,13 +113,13 @@ def load_pipeline(cfg, checkpoint: str | Path | None = None, *, device: str | No
     modules = build_modules(cfg.model, pretrained=not folder)
     if folder:
         load_vexpress_weights(modules, folder)
-    elif cfg.model.preset != "tiny":
+    elif cfg.model.preset not in RANDOM_INIT_PRESETS:
         log.warning("no V-Express checkpoint given: the %s modules keep their initial weights", cfg.model.preset)
     devs = devices if devices is not None else (list(inf.devices) or None)
     return VExpressPipeline(
         modules, build_vae(cfg.model), make_scheduler(inf.scheduler),
         make_audio_encoder(cfg, "cpu" if (offload if offload is not None else inf.offload) else device),
         device=device, dtype=dtype or inf.dtype, devices=devs,
-        offload=inf.offload if offload is None else offload, vae_scaling_factor=cfg.model.vae_scaling_factor,
-        audio_context=cfg.model.audio_frames_context, audio_vectors_per_frame=cfg.model.audio_vectors_per_frame,
+        offload=inf.offload if offload is None else offload, audio_context=cfg.model.audio_frames_context,
+        audio_vectors_per_frame=cfg.model.audio_vectors_per_frame,
     )

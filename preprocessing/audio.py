@@ -6,6 +6,9 @@ Encoders load from LOCAL folders only (no hub access):
   layout (``config.json``, weights, ``preprocessor_config.json``); features = ``last_hidden_state`` (~50 Hz).
 - ``whisper`` (multilingual option): a transformers ``WhisperModel`` folder; features = the encoder's last
   hidden state (50 Hz over a 30 s padded window, cut to the clip's length).
+- ``mel`` (the CPU preset): a log-mel spectrogram (torchaudio, 25 ms windows every 20 ms, so 50 Hz like
+  Wav2Vec2) with ``mel_bins`` bands. It needs no weights, so the CPU demo learns from a real, fixed audio
+  representation where no pretrained speech encoder can be downloaded.
 
 Tests and the demo use :func:`save_tiny_wav2vec2`: a random-weight Wav2Vec2 saved with ``save_pretrained``, so
 they exercise the same ``from_pretrained`` path real weights take.
@@ -75,9 +78,14 @@ def interpolate_audio_features(features: np.ndarray, num_frames: int,
 class AudioEncoder:
     """Audio features from a local transformers folder. ``encode(audio_16k) -> (T, D)`` float32."""
 
-    def __init__(self, path: str | Path, kind: str = "wav2vec2", device: str = "cpu") -> None:
+    def __init__(self, path: str | Path, kind: str = "wav2vec2", device: str = "cpu", mel_bins: int = 32) -> None:
         import torch
 
+        if kind == "mel":
+            self.kind, self.device, self.path = kind, torch.device(device), "log-mel"
+            self.model = LogMel(mel_bins).to(self.device)
+            self.dim = mel_bins
+            return
         path = Path(path)
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"{path}: not a transformers model folder (config.json missing)")
@@ -95,7 +103,7 @@ class AudioEncoder:
             self.model = WhisperModel.from_pretrained(path).get_encoder()
             self.extractor = WhisperFeatureExtractor.from_pretrained(path)
         else:
-            raise ValueError(f"audio encoder kind must be wav2vec2|whisper, got {kind!r}")
+            raise ValueError(f"audio encoder kind must be wav2vec2|whisper|mel, got {kind!r}")
         self.model.eval().to(self.device)
         self.dim = int(self.model.config.hidden_size if kind == "wav2vec2" else self.model.config.d_model)
 
@@ -104,6 +112,8 @@ class AudioEncoder:
 
         audio = np.asarray(audio, np.float32)
         with torch.inference_mode():
+            if self.kind == "mel":
+                return self.model(torch.from_numpy(audio).to(self.device)).cpu().numpy()
             if self.kind == "wav2vec2":
                 # The processor normalises each utterance to zero mean / unit variance (do_normalize=True).
                 inputs = self.extractor(audio, sampling_rate=SAMPLE_RATE, return_tensors="pt")
@@ -125,6 +135,26 @@ class AudioEncoder:
     def features_for_clip(self, audio: np.ndarray, num_frames: int) -> np.ndarray:
         """Encoder features of a clip's audio, interpolated to 2 vectors per video frame, float16."""
         return interpolate_audio_features(self.encode(audio), num_frames).astype(np.float16)
+
+
+class LogMel:
+    """``(samples,)`` 16 kHz audio -> ``(T, mel_bins)`` log-mel features at 50 Hz, scaled to about [-1, 1]."""
+
+    def __init__(self, mel_bins: int) -> None:
+        import torchaudio
+
+        self.transform = torchaudio.transforms.MelSpectrogram(
+            sample_rate=SAMPLE_RATE, n_fft=400, win_length=400, hop_length=320, n_mels=mel_bins, power=2.0)
+
+    def to(self, device) -> LogMel:
+        self.transform = self.transform.to(device)
+        return self
+
+    def __call__(self, audio):
+        import torch
+
+        mel = self.transform(audio.float())  # (mel_bins, T)
+        return ((torch.log10(mel + 1e-6) + 3.0) / 3.0).T.contiguous()
 
 
 def build_tiny_wav2vec2(hidden_size: int = 32, seed: int = 0):

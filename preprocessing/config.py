@@ -23,8 +23,9 @@ class PreprocessConfig:
     # YuNet costs ~21 ms at 480 vs ~10 ms at 320 per frame; raise it for HD sources with small faces
     smooth_window: int = 5  # frames of moving average on the face boxes before the union crop
     crop_margin: float = 0.6  # extra margin around the union face box, relative to its size
-    audio_encoder: str = "wav2vec2"  # wav2vec2 | whisper
-    audio_encoder_path: str = ""  # local transformers folder; empty -> tiny random encoder (tests/demo)
+    audio_encoder: str = "wav2vec2"  # wav2vec2 | whisper | mel (log-mel, no weights: the CPU preset)
+    audio_encoder_path: str = ""  # local transformers folder; empty -> tiny random encoder (tests)
+    mel_bins: int = 32  # feature width of the mel encoder (= model.audio_embed_dim)
     require_audio: bool = False  # False: keep video-only clips with has_audio=false
     reject_silence: bool = True  # a clip whose audio is below silence_db is rejected ("silence")
     silence_db: float = -50.0  # dBFS (RMS over the clip)
@@ -53,7 +54,9 @@ class PreprocessConfig:
         check(self.face_backend in ("yunet", "insightface"), "preprocess.face_backend",
               f"must be yunet|insightface, got {self.face_backend!r}")
         check(0.0 <= self.min_face_score <= 1.0, "preprocess.min_face_score", "must be in [0, 1]")
-        check(self.audio_encoder in ("wav2vec2", "whisper"), "preprocess.audio_encoder", "must be wav2vec2|whisper")
+        check(self.audio_encoder in ("wav2vec2", "whisper", "mel"), "preprocess.audio_encoder",
+              "must be wav2vec2|whisper|mel")
+        check(self.mel_bins >= 1, "preprocess.mel_bins", "must be >= 1")
         check(self.shard_max_bytes > 0, "preprocess.shard_max_bytes", "must be > 0")
         check(self.num_workers >= 1, "preprocess.num_workers", "must be >= 1")
         check(0.0 < self.min_valid_fraction <= 1.0, "preprocess.min_valid_fraction", "must be in (0, 1]")

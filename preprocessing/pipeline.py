@@ -136,7 +136,8 @@ class AudioActor:
         from preprocessing.audio import AudioEncoder
 
         _limit_threads(uses_torch=True)
-        self.encoder = AudioEncoder(path, cfg.audio_encoder, device="cuda" if cfg.use_gpu else "cpu")
+        self.encoder = AudioEncoder(path, cfg.audio_encoder, device="cuda" if cfg.use_gpu else "cpu",
+                                    mel_bins=cfg.mel_bins)
 
     def ready(self) -> bool:
         return True
@@ -308,6 +309,8 @@ class Preprocessor:
 
     # --- model folders: a configured local folder, or a tiny random model saved once under work/
     def audio_path(self) -> tuple[str, str]:
+        if self.cfg.audio_encoder == "mel":
+            return "", f"mel:{self.cfg.mel_bins}"
         if self.cfg.audio_encoder_path:
             return self.cfg.audio_encoder_path, f"{self.cfg.audio_encoder}:{Path(self.cfg.audio_encoder_path).name}"
         from preprocessing.audio import save_tiny_wav2vec2

@@ -60,6 +60,7 @@ class TrainConfig:
     log_every: int = 1
     validation_seed: int = 1234
     validation_frames: int = 4
+    validation_shards: str = ""  # the validation clip's shards (first sample with audio); empty: data.shards
 
     def __post_init__(self) -> None:
         check(self.stage in (1, 2, 3), "train.stage", f"must be 1, 2 or 3, got {self.stage}")
@@ -96,3 +97,26 @@ class TrackingConfig:
 
     def __post_init__(self) -> None:
         check(bool(self.experiment), "tracking.experiment", "must not be empty")
+
+
+@dataclass
+class VaeFitConfig:
+    """``python -m training.fit_vae``: the small VAE the CPU preset fits to its training crops."""
+
+    output_dir: str = "runs/cpu/vae"
+    max_steps: int = 1000
+    batch_size: int = 8
+    lr: float = 3e-3
+    kl_weight: float = 1e-6
+    checkpoint_every: int = 200
+    eval_shards: str = ""  # held-out frames for the reported PSNR; empty: the training frames
+    threads: int = 0  # torch threads (0: torch's default, all cores)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check(self.max_steps >= 1, "vae.max_steps", "must be >= 1")
+        check(self.batch_size >= 1, "vae.batch_size", "must be >= 1")
+        check(self.lr > 0, "vae.lr", f"must be > 0, got {self.lr}")
+        check(self.kl_weight >= 0, "vae.kl_weight", "must be >= 0")
+        check(self.checkpoint_every >= 1, "vae.checkpoint_every", "must be >= 1")
+        check(self.threads >= 0, "vae.threads", "must be >= 0")

@@ -30,10 +30,10 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 import webdataset as wds
 
 from model.config import ModelConfig
+from preprocessing.latents import resize_frames
 from training.config import DataConfig
 
 log = logging.getLogger(__name__)
@@ -301,14 +301,6 @@ def mouth_mask(boxes: np.ndarray, crop_size: float, latent_size: int) -> np.ndar
     return mask
 
 
-def _resize_frames(frames: np.ndarray, size: int) -> torch.Tensor:
-    """(n, H, W, 3) uint8 -> (3, n, size, size) float in [-1, 1]."""
-    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-    if x.shape[-1] != size or x.shape[-2] != size:
-        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    return x.permute(1, 0, 2, 3).contiguous()
-
-
 class ExampleBuilder:
     """ClipSample -> training example (a dict of tensors), with a per-sample seeded RNG."""
 
@@ -343,8 +335,8 @@ class ExampleBuilder:
             frames = read_frames(clip.mp4, max_frames=needed)
             if len(frames) < needed:
                 raise ValueError(f"{clip.key}: mp4 decoded {len(frames)} frames, metadata says {n}")
-            target = _resize_frames(frames[target_idx], res)
-            reference = _resize_frames(frames[[ref]], res)[:, 0]
+            target = resize_frames(frames[target_idx], res)
+            reference = resize_frames(frames[[ref]], res)[:, 0]
 
         kps = torch.from_numpy(clip.kps[target_idx] * (res / crop))
         boxes = clip.mouth[target_idx].copy()

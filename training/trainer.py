@@ -264,7 +264,7 @@ class Trainer:
 
     def forward_backward(self, batch: dict[str, Any]) -> LossTerms:
         inputs = make_step_inputs(batch, self.vae, self.alphas_cumprod, self.cfg.train, self.state.generator,
-                                  self.device, self.cfg.model.vae_scaling_factor)
+                                  self.device, self.vae.config.scaling_factor)
         pred = self.engine.forward(**inputs.model_inputs)
         terms = diffusion_loss(pred, inputs.target, inputs.mouth_mask, self.cfg.train.mouth_loss_weight,
                                inputs.sample_weights)
@@ -340,9 +340,9 @@ class Trainer:
             from training.validation import render_validation_video
 
             with self.engine.full_state_dict() as module:
-                video = render_validation_video(self.cfg, module.vexpress, self.vae, self.state.step, self.out)
-            if video is not None:
-                self.tracker.log_artifact(video, "validation")
+                files = render_validation_video(self.cfg, module.vexpress, self.vae, self.state.step, self.out)
+            for path in files:
+                self.tracker.log_artifact(path, "validation")
         _barrier()
 
     def log_final_artifacts(self) -> None:

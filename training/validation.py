@@ -1,8 +1,11 @@
-"""Validation video during training: a fixed clip, a fixed seed, the inference pipeline (``model.pipeline``).
+"""Validation during training: a fixed clip, a fixed seed, the inference pipeline (``model.pipeline``).
 
-The clip is the first sample of the first shard (always the same), the reference image its first frame, the
-V-Kps its first ``train.validation_frames`` frames' keypoints, the audio its precomputed features; the video
-(muxed with the clip's wav when present) is written to ``<output_dir>/validation/step-000010.mp4``.
+The clip is the first sample with audio of ``train.validation_shards`` (default ``data.shards``; the demo points
+it at its held-out clip), the reference image its first frame, the V-Kps its first ``train.validation_frames``
+frames' keypoints, the audio its precomputed features. Written to ``<output_dir>/validation/``:
+
+- ``step-000010.mp4``: the generated frames (muxed with the clip's wav when present);
+- ``step-000010.png``: a strip, one row per sampled frame: reference | V-Kps | generated | ground truth.
 """
 
 from __future__ import annotations
@@ -10,7 +13,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -21,40 +23,51 @@ from torch import nn
 from training.data import list_shards
 
 log = logging.getLogger(__name__)
+STRIP_ROWS = 4
 
 
 def first_clip(shards: str) -> dict[str, bytes]:
-    """Members of the first sample in the first shard (local shards only)."""
-    url = list_shards(shards)[0]
-    members: dict[str, bytes] = {}
-    key = None
-    with tarfile.open(url) as tar:
-        for info in tar:
-            if not info.isfile():
-                continue
-            stem, _, ext = Path(info.name).name.partition(".")
-            if key is None:
-                key = stem
-            if stem != key:
-                break
-            members[ext] = tar.extractfile(info).read()
-    return members
+    """Members of the first sample with audio (else the very first) in the first shard (local shards only)."""
+    from preprocessing.shards import iter_tar_samples
+
+    first = None
+    for sample in iter_tar_samples(list_shards(shards)[0]):
+        if "audio.npy" in sample:
+            return sample
+        first = first or sample
+    if first is None:
+        raise ValueError(f"{shards}: the first shard holds no sample to validate on")
+    return first
 
 
-def render_validation_video(cfg: Any, modules: nn.Module, vae: nn.Module, step: int, out: Path) -> Path | None:
+def validation_strip(reference: np.ndarray, vkps: np.ndarray, generated: np.ndarray, truth: np.ndarray,
+                     rows: int = STRIP_ROWS) -> np.ndarray:
+    """uint8 (rows*S, 4*S, 3): for evenly spaced frames, reference | V-Kps | generated | ground truth."""
+    idx = np.linspace(0, len(generated) - 1, min(rows, len(generated))).round().astype(int)
+    panels = [np.concatenate([reference, vkps[i], generated[i], truth[i]], axis=1) for i in idx]
+    return np.concatenate(panels, axis=0)
+
+
+def render_validation_video(cfg: Any, modules: nn.Module, vae: nn.Module, step: int, out: Path) -> list[Path]:
+    """Write the validation video and strip for ``step``; returns their paths (empty if unavailable)."""
     try:
         from model.build import build_noise_scheduler
         from model.pipeline import VExpressPipeline
     except ImportError as exc:  # the inference pipeline is optional for training
         log.info("validation video skipped: inference pipeline unavailable (%s)", exc)
-        return None
+        return []
+    from PIL import Image
+
+    from model.vkps import render_vkps
+    from preprocessing.latents import resize_frames
     from preprocessing.media import read_frames, write_video
 
-    clip = first_clip(cfg.data.shards)
+    clip = first_clip(cfg.train.validation_shards or cfg.data.shards)
     meta = json.loads(clip["json"])
     frames = read_frames(clip["mp4"])
     n = min(cfg.train.validation_frames, len(frames))
     res = cfg.model.resolution
+    truth = ((resize_frames(frames[:n], res).permute(1, 2, 3, 0) + 1) * 127.5).round().byte().numpy()
     kps = np.load(io.BytesIO(clip["kps.npy"]))[:n] * (res / float(meta.get("crop_size", 512)))
     audio = np.load(io.BytesIO(clip["audio.npy"])).astype(np.float32)[:2 * n] if "audio.npy" in clip else None
     if audio is None:
@@ -63,15 +76,17 @@ def render_validation_video(cfg: Any, modules: nn.Module, vae: nn.Module, step: 
     was_training = modules.training
     vae_dtype = next(vae.parameters()).dtype
     dtype = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(next(modules.parameters()).dtype, "fp32")
+    inf = cfg.inference
     try:
         pipe = VExpressPipeline(modules, vae, build_noise_scheduler("ddim"), device=next(modules.parameters()).device,
-                                dtype=dtype, vae_scaling_factor=cfg.model.vae_scaling_factor,
-                                audio_context=cfg.model.audio_frames_context)
-        result = pipe(frames[0], kps, audio_features=torch.from_numpy(audio), num_frames=n, size=res,
-                      num_inference_steps=cfg.inference.num_inference_steps,
-                      guidance_scale=cfg.inference.guidance_scale, context_frames=min(n, cfg.inference.context_frames),
-                      context_overlap=min(cfg.inference.context_overlap, max(n - 1, 0)),
-                      seed=cfg.train.validation_seed, progress=False)
+                                dtype=dtype, audio_context=cfg.model.audio_frames_context)
+        result = pipe(truth[0], kps, audio_features=torch.from_numpy(audio), num_frames=n, size=res,
+                      num_inference_steps=inf.num_inference_steps, guidance_scale=inf.guidance_scale,
+                      context_frames=min(n, inf.context_frames),
+                      context_overlap=min(inf.context_overlap, max(min(n, inf.context_frames) - 1, 0)),
+                      reference_attention_weight=inf.reference_attention_weight,
+                      audio_attention_weight=inf.audio_attention_weight, seed=cfg.train.validation_seed,
+                      progress=False)
     finally:  # the pipeline freezes and re-casts the modules it is given: give training its state back
         for name, p in modules.named_parameters():
             p.requires_grad_(flags[name])
@@ -86,5 +101,8 @@ def render_validation_video(cfg: Any, modules: nn.Module, vae: nn.Module, step: 
     write_video(path, result.frames, fps=float(meta.get("fps", 25)), audio=wav)
     if wav is not None:
         wav.unlink(missing_ok=True)
-    log.info("validation video %s", path)
-    return path
+    vkps = (render_vkps(kps, res, radius=max(1, round(4 * res / 512))).permute(0, 2, 3, 1) * 255).byte().numpy()
+    strip = path.with_suffix(".png")
+    Image.fromarray(validation_strip(truth[0], vkps, result.frames, truth)).save(strip)
+    log.info("validation video %s, strip %s", path, strip)
+    return [path, strip]

@@ -109,4 +109,4 @@ def test_deepspeed_two_ranks_train_three_stages(sample_data_dir, tmp_path):
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"config", "weights", "validation", "config.yaml"} <= artifacts
         videos = [a.path for a in client.list_artifacts(run.info.run_id, "validation")]
-        assert videos == ["validation/step-000002.mp4"]
+        assert videos == ["validation/step-000002.mp4", "validation/step-000002.png"]
