@@ -122,17 +122,22 @@ def build_steps(out: Path, overrides: list[str] = ()) -> list[Step]:
         Step("fit_vae", [py, "-m", "training.fit_vae", "--config", f"{PRESET}/stage1.yaml", *tracking,
                          f"data.shards={out / 'shards'}", f"vae.output_dir={runs / 'vae'}",
                          f"vae.eval_shards={out / 'test_shards'}", *overrides]),
+        # Training reads latents of the fitted VAE instead of decoding and encoding video every step.
+        Step("latents", lambda: [py, "-m", "preprocessing.latents", "--shards", str(out / "shards"),
+                                 "--output", str(out / "shards_latents"), "--vae", str(runs / "vae" / "vae"),
+                                 "--resolution", str(_resolution())]),
     ]
     for stage in (1, 2, 3):
-        overrides = [*tracking, *vae, f"data.shards={out / 'shards'}", f"train.output_dir={runs / f'stage{stage}'}",
-                     f"train.validation_shards={out / 'test_shards'}", *overrides]
+        stage_args = [*tracking, *vae, f"data.shards={out / 'shards_latents'}",
+                      f"train.output_dir={runs / f'stage{stage}'}", f"train.validation_shards={out / 'test_shards'}",
+                      *overrides]
         if stage > 1:
-            overrides.append(f"train.init_from={runs / f'stage{stage - 1}'}")
+            stage_args.append(f"train.init_from={runs / f'stage{stage - 1}'}")
         steps.append(Step(
             f"train_stage{stage}",
-            lambda stage=stage, overrides=overrides: [
+            lambda stage=stage, stage_args=stage_args: [
                 *launcher, "--master_port", str(free_port()), "training/run.py",
-                "--config", f"{PRESET}/stage{stage}.yaml", "--resume", "auto", *overrides],
+                "--config", f"{PRESET}/stage{stage}.yaml", "--resume", "auto", *stage_args],
             env={"OMP_NUM_THREADS": "1"},
         ))
     holdout = out / "holdout"
@@ -154,6 +159,12 @@ def build_steps(out: Path, overrides: list[str] = ()) -> list[Step]:
         "eval.experiment=vexpress-demo", "eval.allow_rank_deficient=true", "eval.fid_dims=64", "eval.max_videos=1",
         "eval.sweep_videos=0", *overrides]))
     return steps
+
+
+def _resolution() -> int:
+    from infra.config_tree import load
+
+    return load(f"{PRESET}/stage1.yaml").model.resolution
 
 
 def _crop_size(out: Path) -> int:

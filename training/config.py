@@ -38,6 +38,7 @@ class TrainConfig:
     lr: float = 1e-5
     weight_decay: float = 1e-2
     warmup_steps: int = 0
+    lr_schedule: str = "constant"  # constant (official) | cosine (to 0 at max_steps)
     max_grad_norm: float = 1.0
     noise_offset: float = 0.05
     min_snr_gamma: float = 0.0  # 0 disables min-SNR weighting
@@ -76,6 +77,8 @@ class TrainConfig:
         check(self.precision in ("auto", "fp32", "bf16", "fp16"), "train.precision", "must be auto|fp32|bf16|fp16")
         check(self.keep_last >= 1, "train.keep_last", "must be >= 1")
         check(self.warmup_steps >= 0, "train.warmup_steps", "must be >= 0")
+        check(self.lr_schedule in ("constant", "cosine"), "train.lr_schedule",
+              f"must be constant|cosine, got {self.lr_schedule!r}")
         check(self.max_grad_norm >= 0, "train.max_grad_norm", "must be >= 0 (0 disables clipping)")
         check(self.noise_offset >= 0, "train.noise_offset", "must be >= 0")
         check(self.min_snr_gamma >= 0, "train.min_snr_gamma", "must be >= 0 (0 disables)")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 from pathlib import Path
 from typing import Any, Protocol
@@ -82,11 +83,17 @@ def resolve_precision(precision: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------ schedule
-def warmup_lambda(warmup_steps: int):
-    """LR factor: linear warmup over ``warmup_steps`` optimizer steps, then constant (the official schedule)."""
+def lr_lambda(cfg: TrainConfig):
+    """LR factor per optimizer step: linear warmup over ``train.warmup_steps``, then ``train.lr_schedule``:
+    ``constant`` (the official schedule) or ``cosine`` (half a cosine down to 0 at ``train.max_steps``, so short
+    runs end on settled weights)."""
+    warmup, total, schedule = cfg.warmup_steps, cfg.max_steps, cfg.lr_schedule
 
     def factor(step: int) -> float:
-        return 1.0 if warmup_steps <= 0 else min(1.0, (step + 1) / warmup_steps)
+        ramp = 1.0 if warmup <= 0 else min(1.0, (step + 1) / warmup)
+        if schedule == "cosine":
+            return ramp * 0.5 * (1.0 + math.cos(math.pi * min(step / max(total, 1), 1.0)))
+        return ramp
 
     return factor
 
@@ -195,7 +202,7 @@ class DeepSpeedEngine:
         self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision, torch.float32)
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = make_optimizer(params, cfg)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_lambda(cfg.warmup_steps))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
         world_size = data_parallel_world_size()
         self.config = deepspeed_config(cfg, self.precision, world_size)
         self.zero_stage = self.config["zero_optimization"].get("stage", 0)
@@ -270,7 +277,7 @@ class TorchEngine:
             self.wrapped = nn.parallel.DistributedDataParallel(self.module, static_graph=True)
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = make_optimizer(self.params, cfg)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_lambda(cfg.warmup_steps))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg))
         self.grad_accum, self.max_grad_norm = cfg.grad_accum, cfg.max_grad_norm
         self.micro = 0
         self._grad_norm = float("nan")

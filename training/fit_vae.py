@@ -105,7 +105,7 @@ class VaeFitter:
         return metrics
 
     def train_step(self, vae, optimizer, frames, generator, step: int) -> float:
-        lr = self.fit.lr * 0.5 * (1 + np.cos(np.pi * step / self.fit.max_steps))
+        lr = float(self.fit.lr * 0.5 * (1 + np.cos(np.pi * step / self.fit.max_steps)))
         for group in optimizer.param_groups:
             group["lr"] = lr
         x = frames[torch.randint(0, len(frames), (self.fit.batch_size,), generator=generator)]
@@ -129,7 +129,11 @@ class VaeFitter:
     def restore(self, vae, optimizer, generator) -> tuple[int, float]:
         if not self.ckpt.is_file():
             return 0, 0.0
-        state = torch.load(self.ckpt, weights_only=True)
+        try:
+            state = torch.load(self.ckpt, weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - a torn or foreign file: say which, keep the file for the user
+            raise ValueError(f"{self.ckpt}: cannot resume the VAE fit from this checkpoint ({type(exc).__name__}); "
+                             "delete it to start the fit again") from exc
         vae.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["generator"])
