@@ -343,7 +343,6 @@ def bench_memory(gpus: int) -> None:
 
     from infra.config_tree import load
     from model.build import build_modules
-
     from model.stages import trainable_parameter_names
 
     cfg = load("sd15/stage3")

@@ -293,12 +293,13 @@ def choose_frames(num_frames: int, target: int, min_distance: int, rng: np.rando
 
 
 def clip_lip_boxes(clip: ClipSample) -> np.ndarray:
-    """The clip's lip boxes (format v2), or the 5-point approximation with a closed mouth (format v1)."""
+    """The clip's lip boxes (format v2), or the 5-point approximation with a closed mouth (format v1, or a sample
+    written without them)."""
     if clip.lips is not None:
         return clip.lips.astype(np.float32)
     from preprocessing.lips import lip_boxes_from_corners
 
-    _warn_once("nolips", f"{clip.key}: no lip boxes in the shard (format v1); approximating them from the mouth "
+    _warn_once("nolips", f"{clip.key}: no lip boxes in the shard (format v1?); approximating them from the mouth "
                          "corners with a closed mouth (re-run preprocessing for the opening-aware boxes)")
     return lip_boxes_from_corners(clip.kps)
 
