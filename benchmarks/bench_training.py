@@ -16,9 +16,10 @@
    (DeepSpeed with the shipped multi-rank ZeRO-2 settings, plain = DistributedDataParallel on gloo; a step takes
    as long as its slowest rank). ``--ds-override train.deepspeed_config=infra/deepspeed/zero2.json`` runs the
    shipped file as written even on one rank; ``--ds-override train.zero_stage=0`` picks another stage.
-3. Memory: the sd15 preset in stage III (everything but ReferenceNet up_blocks.3 trained) on 8 GPUs: DeepSpeed's ZeRO-2/ZeRO-3 model-state
-   estimates from the parameter counts (modules built on the meta device), plus activations with gradient
-   checkpointing, measured by running the denoising UNet and ReferenceNet forward on the meta device:
+3. Memory: the sd15 preset in stage III (everything but ReferenceNet up_blocks.3 trained) on 8 GPUs: DeepSpeed's
+   ZeRO-2/ZeRO-3 model-state estimates from the parameter counts (modules built on the meta device), plus
+   activations with gradient checkpointing, measured by running the denoising UNet and ReferenceNet forward on the
+   meta device:
 
      activations ~= bytes x ( sum over checkpointed segments of their saved inputs
                               + the largest segment's intermediate outputs (recomputed during its backward) )

@@ -107,7 +107,8 @@ def _warn_once(key: str, message: str) -> None:
 
 def make_step_inputs(batch: dict[str, Any], vae: nn.Module | None, alphas_cumprod: torch.Tensor, cfg: TrainConfig,
                      generator: torch.Generator, device: torch.device, scaling: float) -> StepInputs:
-    """Latents (stored or VAE-encoded; posterior draw or mean), offset noise, timesteps, v target, condition masks -- all from ``generator``."""
+    """Latents (stored or VAE-encoded; posterior draw or mean), offset noise, timesteps, v target, condition masks
+    -- all from ``generator``."""
     target, reference = step_latents(batch, vae, cfg, generator, device, scaling)
     b, _, f = target.shape[:3]
     noise = offset_noise(tuple(target.shape), cfg.noise_offset, generator).to(device)

@@ -1,6 +1,7 @@
 """Synthetic clips written as shards in the documented format (docs/shard-format.md) with
 ``preprocessing.shards``: a moving square "face" with keypoints, mouth and lip boxes, random audio features and
-optional latents (posterior mean and std). For tests and the training benchmark; real shards come from ``infra/preprocess.py``."""
+optional latents (posterior mean and std). For tests and the training benchmark; real shards come from
+``infra/preprocess.py``."""
 
 from __future__ import annotations
 
