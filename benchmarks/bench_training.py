@@ -16,9 +16,10 @@
    (DeepSpeed with the shipped multi-rank ZeRO-2 settings, plain = DistributedDataParallel on gloo; a step takes
    as long as its slowest rank). ``--ds-override train.deepspeed_config=infra/deepspeed/zero2.json`` runs the
    shipped file as written even on one rank; ``--ds-override train.zero_stage=0`` picks another stage.
-3. Memory: the sd15 preset in stage III (everything trained) on 8 GPUs: DeepSpeed's ZeRO-2/ZeRO-3 model-state
-   estimates from the parameter counts (modules built on the meta device), plus activations with gradient
-   checkpointing, measured by running the denoising UNet and ReferenceNet forward on the meta device:
+3. Memory: the sd15 preset in stage III (everything but ReferenceNet up_blocks.3 trained) on 8 GPUs: DeepSpeed's
+   ZeRO-2/ZeRO-3 model-state estimates from the parameter counts (modules built on the meta device), plus
+   activations with gradient checkpointing, measured by running the denoising UNet and ReferenceNet forward on the
+   meta device:
 
      activations ~= bytes x ( sum over checkpointed segments of their saved inputs
                               + the largest segment's intermediate outputs (recomputed during its backward) )
@@ -343,12 +344,16 @@ def bench_memory(gpus: int) -> None:
 
     from infra.config_tree import load
     from model.build import build_modules
+    from model.stages import trainable_parameter_names
 
     cfg = load("sd15/stage3")
     modules = build_modules(cfg.model, device="meta")
-    total = sum(p.numel() for p in modules.parameters())
-    largest = max(p.numel() for p in modules.parameters())  # the largest single tensor gathered at once
+    params = dict(modules.named_parameters())
+    trainable = trainable_parameter_names(modules, 3)  # all but ReferenceNet up_blocks.3
+    total = sum(params[n].numel() for n in trainable)
+    largest = max(p.numel() for p in params.values())  # the largest single tensor gathered at once
     vae_params = 83_653_863  # sd-vae-ft-mse, frozen, bf16
+    vae_params += sum(p.numel() for n, p in params.items() if n not in trainable)  # frozen weights, bf16 too
     gib = 2**30
     _, z2 = estimate_zero2_model_states_mem_needs(total, gpus, 1, cpu_offload=False)
     _, z3, _ = estimate_zero3_model_states_mem_needs(total, largest, gpus, 1, cpu_offload=False)
@@ -362,10 +367,11 @@ def bench_memory(gpus: int) -> None:
         without = (states + act["without_ckpt"] + frozen) / gib
         rows.append([name, f"{states / gib:.2f}", f"{act['with_ckpt'] / gib:.2f}", f"{with_ckpt:.2f}",
                      "yes" if with_ckpt <= 24 else "no", f"{without:.2f}"])
-    print(f"\nsd15 stage III: {total:,} trainable parameters (all four modules), largest tensor {largest:,}; "
+    print(f"\nsd15 stage III: {total:,} trainable parameters (all but ReferenceNet up_blocks.3), largest tensor "
+          f"{largest:,}; "
           f"batch {cfg.train.batch_size} x {cfg.data.num_frames} frames at {cfg.model.latent_size}² latents, bf16; "
           f"{act['segments']} checkpointed segments, saved inputs {act['saved'] / gib:.2f} GiB, largest segment "
-          f"recompute {act['largest'] / gib:.2f} GiB, other {act['other'] / gib:.2f} GiB; frozen VAE "
+          f"recompute {act['largest'] / gib:.2f} GiB, other {act['other'] / gib:.2f} GiB; frozen VAE + up_blocks.3 "
           f"{frozen / gib:.2f} GiB")
     table(f"Memory per GPU, sd15 stage III, {gpus} GPUs (DeepSpeed estimates + activation estimate)",
           ["config", "model states GiB", "activations (ckpt) GiB", "total GiB", "fits 24 GB", "total w/o ckpt GiB"],

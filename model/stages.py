@@ -1,11 +1,15 @@
-"""Which parameters each training stage trains (the one staged-freezing API; facts §12, paper §3.4).
+"""Which parameters each training stage trains (the one staged-freezing API; paper §3.4, official train.py).
 
-- Stage I (single frames): ReferenceNet except ``up_blocks.3`` (frozen officially), the V-Kps guider, and the
-  denoising UNet's spatial layers, i.e. without its audio attention (``attn2`` + ``norm2`` of each transformer
-  block) and without its motion modules.
+- Stage I (single frames): ReferenceNet except ``up_blocks.3``, the V-Kps guider, and the denoising UNet's
+  spatial layers, i.e. without its audio attention (``attn2`` + ``norm2`` of each transformer block) and without
+  its motion modules.
 - Stage II (video clips): the audio projection, the denoising UNet's audio attention layers (+ their norms) and
   the motion modules.
-- Stage III: everything.
+- Stage III: everything except ReferenceNet ``up_blocks.3``.
+
+ReferenceNet ``up_blocks.3`` (the 320-channel decoder level) stays frozen in every stage, as the official training
+does (:data:`FROZEN_IN_EVERY_STAGE`). Its transformer blocks still write reference features, from their pretrained
+weights.
 
 Names are the full names of :class:`model.build.VExpressModules`' ``named_parameters()``
 (``denoising_unet.down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_q.weight``).
@@ -41,9 +45,10 @@ def parameter_group(name: str) -> str:
 STAGE_GROUPS: dict[int, frozenset[str]] = {
     1: frozenset({"reference_net", "v_kps_guider", "denoising_unet.spatial"}),
     2: frozenset({"audio_projection", "denoising_unet.audio", "denoising_unet.motion"}),
-    3: frozenset({"reference_net", "reference_net.up_blocks.3", "v_kps_guider", "audio_projection",
+    3: frozenset({"reference_net", "v_kps_guider", "audio_projection",
                   "denoising_unet.spatial", "denoising_unet.audio", "denoising_unet.motion"}),
 }
+FROZEN_IN_EVERY_STAGE = frozenset({"reference_net.up_blocks.3"})
 
 
 def _check_stage(stage: int) -> None:

@@ -64,6 +64,7 @@ class TrackResult:
     kps: np.ndarray | None = None  # (F, 5, 2)
     scores: np.ndarray | None = None  # (F,) 0 where the frame had no valid face
     valid_fraction: float = 0.0
+    lip_boxes: np.ndarray | None = None  # (F, 4) lip landmark boxes when every valid face had them (gaps filled)
 
 
 def _face_size(box: np.ndarray) -> float:
@@ -112,11 +113,14 @@ def validate_track(
     boxes = np.zeros((n, 4), np.float32)
     kps = np.zeros((n, 5, 2), np.float32)
     scores = np.zeros(n, np.float32)
+    lips = np.full((n, 4), np.nan, np.float32)
     for i, faces in enumerate(faces_per_frame):
         verdict, face = classify_frame(faces, min_size, min_score)
         verdicts.append(verdict)
         if face is not None:
             boxes[i], kps[i], scores[i] = face.box, face.kps, face.score
+            if getattr(face, "lip_box", None) is not None:
+                lips[i] = face.lip_box
     valid = np.array([v == "ok" for v in verdicts])
     fraction = float(valid.mean())
     # Any frame with two confident faces makes the identity ambiguous: the clip goes.
@@ -129,9 +133,12 @@ def validate_track(
         detail = f"{valid.sum()}/{n} frames with exactly one face (need {min_valid_fraction:.0%}); " + ", ".join(
             f"{v}={failing.count(v)}" for v in sorted(set(failing)))
         return TrackResult(False, reason, detail, valid_fraction=fraction)
+    has_lips = bool(np.isfinite(lips[valid]).all())
     if not valid.all():
         boxes, kps = _fill_gaps(boxes, valid), _fill_gaps(kps, valid)
-    return TrackResult(True, boxes=boxes, kps=kps, scores=scores, valid_fraction=fraction)
+        lips = _fill_gaps(lips, valid) if has_lips else lips
+    return TrackResult(True, boxes=boxes, kps=kps, scores=scores, valid_fraction=fraction,
+                       lip_boxes=lips if has_lips else None)
 
 
 def smooth(values: np.ndarray, window: int) -> np.ndarray:

@@ -14,6 +14,9 @@ insightface's order (SCRFD ``kps``, the ArcFace alignment template ``arcface_dst
 native order (OpenCV names YuNet's points "right eye, left eye, ..." from the subject's point of view; on
 the astronaut photo and its mirror image YuNet's first point is the image-left eye), so neither backend
 reorders anything. Both backends take RGB ``uint8 (H, W, 3)`` frames.
+
+``Face.lips`` is ``(20, 2) float32`` (landmarks 52:72 of insightface's 106-point layout, the lips) when the
+backend has a 106-point landmark model (insightface packs with ``2d106det.onnx``, as buffalo_l), else None.
 """
 
 from __future__ import annotations
@@ -43,6 +46,16 @@ class Face:
     box: np.ndarray  # (4,) float32 x0, y0, x1, y1
     score: float
     kps: np.ndarray  # (5, 2) float32, see KPS_NAMES
+    lips: np.ndarray | None = None  # (20, 2) float32 lip landmarks (106-point layout 52:72), when available
+
+    @property
+    def lip_box(self) -> np.ndarray | None:
+        """(4,) float32 bounding box of the lip landmarks, or None."""
+        if self.lips is None:
+            return None
+        from preprocessing.lips import lip_box_from_points
+
+        return lip_box_from_points(self.lips)
 
     @property
     def size(self) -> float:
@@ -125,15 +138,35 @@ class YuNetBackend(_BatchMixin):
         return sorted(faces, key=lambda f: -f.score)
 
 
-def _is_detector(onnx_file: str) -> bool:
-    """insightface's own routing rule: a model with >= 5 outputs is an SCRFD/RetinaFace detector."""
+def pack_model_kind(onnx_file: str | Path) -> str:
+    """What insightface's model router (``model_zoo.ModelRouter``) makes of an ONNX file, from its shapes alone:
+    ``detection`` (>= 5 outputs), ``landmark_2d_106`` / ``landmark_3d_68`` (192x192 input), ``attribute`` (96x96),
+    ``swapper``, ``recognition`` (square input >= 112, multiple of 16) or ``other``."""
     import onnx
 
-    return len(onnx.load_model(onnx_file, load_external_data=False).graph.output) >= 5
+    m = onnx.load_model(str(onnx_file), load_external_data=False)
+    if len(m.graph.output) >= 5:
+        return "detection"
+    weights = {t.name for t in m.graph.initializer}  # old exports list weights among the graph inputs
+    inputs = [i for i in m.graph.input if i.name not in weights]
+    dims = [d.dim_value for d in inputs[0].type.tensor_type.shape.dim] if inputs else []
+    if len(dims) != 4:
+        return "other"
+    if dims[2] == dims[3] == 192:
+        out = [d.dim_value for d in m.graph.output[0].type.tensor_type.shape.dim]
+        return "landmark_3d_68" if out[-1] == 3309 else f"landmark_2d_{out[-1] // 2}"
+    if dims[2] == dims[3] == 96:
+        return "attribute"
+    if len(inputs) == 2 and dims[2] == dims[3] == 128:
+        return "swapper"
+    if dims[2] == dims[3] and dims[2] >= 112 and dims[2] % 16 == 0 and len(inputs) == 1:
+        return "recognition"
+    return "other"
 
 
-def find_pack_model(root: str | Path, pack: str, kind: str) -> Path:
-    """The ``kind`` ("detection" | "recognition") ONNX of an insightface model pack.
+def find_pack_model(root: str | Path, pack: str, kind: str, optional: bool = False) -> Path | None:
+    """The ``kind`` (see :func:`pack_model_kind`) ONNX of an insightface model pack; None when ``optional`` and
+    the pack has none.
 
     ``root`` is insightface's root (the pack is ``root/models/<pack>/``) or the pack folder itself.
     """
@@ -144,33 +177,28 @@ def find_pack_model(root: str | Path, pack: str, kind: str) -> Path:
         tried = ", ".join(str(c) for c in candidates)
         raise FaceModelError(f"insightface pack {pack!r}: no *.onnx files in any of {tried}")
     for f in sorted(glob.glob(str(folder / "*.onnx"))):
-        if _is_detector(f) == (kind == "detection"):
-            if kind == "recognition" and not _is_arcface_shaped(f):
-                continue
+        if pack_model_kind(f) == kind:
             return Path(f)
+    if optional:
+        return None
     raise FaceModelError(f"{folder}: no {kind} model among {sorted(os.listdir(folder))}")
 
 
-def _is_arcface_shaped(onnx_file: str) -> bool:
-    import onnx
-
-    m = onnx.load_model(onnx_file, load_external_data=False)
-    dims = [d.dim_value for d in m.graph.input[0].type.tensor_type.shape.dim]
-    return len(dims) == 4 and dims[2] == dims[3] and dims[2] >= 112 and dims[2] % 16 == 0 and len(m.graph.input) == 1
-
-
 class InsightFaceBackend(_BatchMixin):
-    """insightface's SCRFD detector from a local model pack (e.g. buffalo_l's ``det_10g.onnx``).
+    """insightface's SCRFD detector from a local model pack (e.g. buffalo_l's ``det_10g.onnx``), plus the pack's
+    106-point landmark model (buffalo_l's ``2d106det.onnx``) for ``Face.lips`` when it has one.
 
-    Give ``model_path`` (a detector ONNX file) or ``root`` + ``pack``. ``det_size`` is the (width, height)
-    the frame is letterboxed into (insightface's default 640x640).
+    Give ``model_path`` (a detector ONNX file, optionally ``landmark_path``) or ``root`` + ``pack``.
+    ``det_size`` is the (width, height) the frame is letterboxed into (insightface's default 640x640).
+    ``landmarks=False`` skips the landmark model.
     """
 
     name = "insightface"
 
     def __init__(self, root: str | Path = "~/.insightface", pack: str = "buffalo_l",
                  model_path: str | Path | None = None, det_size: tuple[int, int] = (640, 640),
-                 score_threshold: float = 0.5, nms_threshold: float = 0.4, ctx_id: int = -1) -> None:
+                 score_threshold: float = 0.5, nms_threshold: float = 0.4, ctx_id: int = -1,
+                 landmarks: bool = True, landmark_path: str | Path | None = None) -> None:
         from insightface.model_zoo import get_model
 
         path = (Path(model_path).expanduser() if model_path
@@ -185,15 +213,42 @@ class InsightFaceBackend(_BatchMixin):
         model.prepare(ctx_id, input_size=tuple(det_size), det_thresh=score_threshold, nms_thresh=nms_threshold)
         self.model, self.model_path, self.det_size = model, path, tuple(det_size)
         self.score_threshold, self.nms_threshold = score_threshold, nms_threshold
+        if landmarks and landmark_path is None and not model_path:
+            landmark_path = find_pack_model(root or "~/.insightface", pack, "landmark_2d_106", optional=True)
+        self.landmarker = _load_landmarker(Path(landmark_path).expanduser(), ctx_id) if landmarks and landmark_path \
+            else None
 
     def detect(self, frame_rgb: np.ndarray) -> list[Face]:
         frame = check_rgb_frame(frame_rgb)
         # insightface expects BGR (its blobFromImage swaps to RGB for the network)
-        dets, kpss = self.model.detect(np.ascontiguousarray(frame[:, :, ::-1]), input_size=self.det_size,
-                                       det_thresh=self.score_threshold)
-        faces = [Face(d[:4].astype(np.float32), float(d[4]), k.astype(np.float32).reshape(5, 2))
-                 for d, k in zip(dets, kpss)]
+        bgr = np.ascontiguousarray(frame[:, :, ::-1])
+        dets, kpss = self.model.detect(bgr, input_size=self.det_size, det_thresh=self.score_threshold)
+        faces = [Face(d[:4].astype(np.float32), float(d[4]), k.astype(np.float32).reshape(5, 2),
+                      self._lips(bgr, d[:4])) for d, k in zip(dets, kpss)]
         return sorted(faces, key=lambda f: -f.score)
+
+    def _lips(self, bgr: np.ndarray, box: np.ndarray) -> np.ndarray | None:
+        if self.landmarker is None:
+            return None
+        from insightface.app.common import Face as InsightFace
+
+        from preprocessing.lips import LIP_LANDMARKS
+
+        points = self.landmarker.get(bgr, InsightFace(bbox=np.asarray(box, np.float32)))  # (106, 2) image pixels
+        return np.asarray(points[LIP_LANDMARKS], np.float32)
+
+
+def _load_landmarker(path: Path, ctx_id: int):
+    from insightface.model_zoo import get_model
+
+    if not path.is_file():
+        raise FaceModelError(f"{path}: insightface landmark ONNX not found")
+    model = get_model(str(path))
+    if model is None or getattr(model, "taskname", None) != "landmark_2d_106":
+        raise FaceModelError(f"{path}: not a 106-point insightface landmark model "
+                             f"(got {getattr(model, 'taskname', type(model).__name__)})")
+    model.prepare(ctx_id)
+    return model
 
 
 BACKENDS = {"yunet": YuNetBackend, "insightface": InsightFaceBackend}
@@ -201,7 +256,7 @@ BACKENDS = {"yunet": YuNetBackend, "insightface": InsightFaceBackend}
 
 def make_face_backend(name: str = "yunet", **opts) -> FaceBackend:
     """``yunet`` (opts: model_path, score_threshold, nms_threshold, top_k) or ``insightface`` (opts: root,
-    pack, model_path, det_size, score_threshold, nms_threshold, ctx_id)."""
+    pack, model_path, det_size, score_threshold, nms_threshold, ctx_id, landmarks, landmark_path)."""
     if name not in BACKENDS:
         raise ValueError(f"unknown face backend {name!r}; choose one of {sorted(BACKENDS)}")
     return BACKENDS[name](**opts)

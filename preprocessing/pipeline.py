@@ -164,13 +164,15 @@ class VaeActor:
         if "sample" not in payload:
             return payload
         crops = payload.pop("crops")
-        out = []
+        means, stds = [], []
         with torch.inference_mode():
             for i in range(0, len(crops), 8):
                 x = torch.from_numpy(crops[i:i + 8]).to(self.device).permute(0, 3, 1, 2).float() / 127.5 - 1
-                mean = self.vae.encode(x).latent_dist.mean * self.vae.config.scaling_factor
-                out.append(mean.half().cpu().numpy())
-        return {"sample": stages.add_latents(payload["sample"], np.concatenate(out)), "crops": None}
+                posterior = self.vae.encode(x).latent_dist  # stored as mean and std so training can sample it
+                means.append((posterior.mean * self.vae.config.scaling_factor).half().cpu().numpy())
+                stds.append((posterior.std * self.vae.config.scaling_factor).half().cpu().numpy())
+        sample = stages.add_latents(payload["sample"], np.concatenate(means), np.concatenate(stds))
+        return {"sample": sample, "crops": None}
 
 
 def probe_task(source: str, cfg: PreprocessConfig, cache_dir: str) -> tuple[dict, Any]:

@@ -12,7 +12,8 @@ Readers (training, evaluation)::
     ds = wds.WebDataset(shard_paths(out_dir), shardshuffle=False).map(decode_sample)
     for s in ds:  s["frames"] (F,512,512,3) uint8, s["audio_features"] (2F,D) f16, s["kps"] (F,5,2), ...
 
-or simply ``open_dataset(out_dir)``.
+or simply ``open_dataset(out_dir)``. Readers accept every version in :data:`READABLE_VERSIONS`; members a
+version does not have are absent from the decoded dict (v1: ``lips``, ``latents_std``).
 """
 
 from __future__ import annotations
@@ -30,10 +31,12 @@ from typing import Any
 
 import numpy as np
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # v2 added lips.npy and latents_std.npy; v1 members kept their meaning
 SHARD_PATTERN = "shard-{:06d}.tar"
-# Member names of one sample (besides __key__). Fixed order: the sample hash walks them in this order.
-MEMBERS = ("json", "mp4", "wav", "audio.npy", "kps.npy", "mouth.npy", "latents.npy")
+# Member names of one sample (besides __key__). Fixed order: the sample hash walks them in this order
+# (members added by later versions go last, so a v1 sample hashes as it did).
+MEMBERS = ("json", "mp4", "wav", "audio.npy", "kps.npy", "mouth.npy", "latents.npy", "lips.npy", "latents_std.npy")
 _VERSIONED_PACKAGES = ("av", "numpy", "opencv-python-headless", "torch", "transformers", "webdataset")
 
 
@@ -85,11 +88,20 @@ def encode_sample(
     wav: bytes | None = None,
     audio_features: np.ndarray | None = None,
     latents: np.ndarray | None = None,
+    lips: np.ndarray | None = None,
+    latents_std: np.ndarray | None = None,
 ) -> dict[str, bytes | str]:
-    """One sample's WebDataset members; checks the shapes the readers rely on."""
+    """One sample's WebDataset members; checks the shapes the readers rely on.
+
+    ``lips``: (F, 4) lip boxes (:mod:`preprocessing.lips`); ``latents_std``: the VAE posterior's std x scaling,
+    same shape as ``latents`` (posterior mean x scaling)."""
     n = int(meta["num_frames"])
     if kps.shape != (n, 5, 2) or mouth.shape != (n, 4):
         raise ShardFormatError(f"{key}: kps {kps.shape} / mouth {mouth.shape} do not match {n} frames")
+    if lips is not None and lips.shape != (n, 4):
+        raise ShardFormatError(f"{key}: lips {lips.shape} do not match {n} frames (need ({n}, 4))")
+    if latents_std is not None and (latents is None or latents_std.shape != latents.shape):
+        raise ShardFormatError(f"{key}: latents_std {latents_std.shape} given without latents of the same shape")
     if (wav is None) != (audio_features is None) or bool(meta["has_audio"]) != (wav is not None):
         raise ShardFormatError(f"{key}: has_audio={meta['has_audio']} but wav/audio features given inconsistently")
     if audio_features is not None and audio_features.shape[0] != 2 * n:
@@ -102,6 +114,10 @@ def encode_sample(
         sample["audio.npy"] = npy_bytes(audio_features.astype(np.float16))
     if latents is not None:
         sample["latents.npy"] = npy_bytes(latents.astype(np.float16))
+    if lips is not None:
+        sample["lips.npy"] = npy_bytes(lips.astype(np.float32))
+    if latents_std is not None:
+        sample["latents_std.npy"] = npy_bytes(latents_std.astype(np.float16))
     return sample
 
 
@@ -205,9 +221,9 @@ def read_index(output_dir: str | Path) -> dict:
     if not path.is_file():
         raise ShardFormatError(f"{path}: no index (preprocessing did not finish?)")
     index = json.loads(path.read_text())
-    if index.get("format_version") != FORMAT_VERSION:
+    if index.get("format_version") not in READABLE_VERSIONS:
         raise ShardFormatError(f"{path}: format_version {index.get('format_version')!r}, this reader knows "
-                               f"{FORMAT_VERSION}")
+                               f"{list(READABLE_VERSIONS)}")
     return index
 
 
@@ -226,15 +242,16 @@ def decode_sample(sample: dict, decode_video: bool = True) -> dict:
 
     Returns ``key``, ``meta`` (dict), ``frames`` (F, S, S, 3) uint8 RGB (or ``mp4`` bytes when
     ``decode_video`` is False), ``kps`` (F, 5, 2) f32, ``mouth`` (F, 4) f32, and when present ``audio``
-    (N,) f32 16 kHz, ``audio_features`` (2F, D) f16, ``latents`` (F, 4, S/8, S/8) f16.
+    (N,) f32 16 kHz, ``audio_features`` (2F, D) f16, ``latents`` (F, 4, S/8, S/8) f16, ``latents_std`` (same) f16,
+    ``lips`` (F, 4) f32.
     """
     from preprocessing import media
 
     key = sample.get("__key__", "?")
     meta = json.loads(sample["json"])
-    if meta.get("format_version") != FORMAT_VERSION:
+    if meta.get("format_version") not in READABLE_VERSIONS:
         raise ShardFormatError(f"{key}: sample format_version {meta.get('format_version')!r}, reader knows "
-                               f"{FORMAT_VERSION}")
+                               f"{list(READABLE_VERSIONS)}")
     out: dict[str, Any] = {"key": key, "meta": meta, "kps": _load_npy(sample["kps.npy"]),
                            "mouth": _load_npy(sample["mouth.npy"])}
     out["frames" if decode_video else "mp4"] = media.read_frames(bytes(sample["mp4"])) if decode_video else sample["mp4"]
@@ -246,6 +263,10 @@ def decode_sample(sample: dict, decode_video: bool = True) -> dict:
         out["audio_features"] = _load_npy(sample["audio.npy"])
     if "latents.npy" in sample:
         out["latents"] = _load_npy(sample["latents.npy"])
+    if "latents_std.npy" in sample:
+        out["latents_std"] = _load_npy(sample["latents_std.npy"])
+    if "lips.npy" in sample:
+        out["lips"] = _load_npy(sample["lips.npy"])
     return out
 
 

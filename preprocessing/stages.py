@@ -137,7 +137,8 @@ def detection_scale(height: int, width: int, max_side: int) -> float:
 
 
 def detect_faces(backend: Any, frames: np.ndarray, max_side: int) -> list[np.ndarray]:
-    """Per frame an array ``(k, 15)``: box xyxy, score, 5 kps (x, y), in source pixels."""
+    """Per frame an array ``(k, 19)``: box xyxy, score, 5 kps (x, y), lip box xyxy (NaN when the backend has no
+    lip landmarks), in source pixels."""
     scale = detection_scale(frames.shape[1], frames.shape[2], max_side)
     if scale < 1.0:
         size = (max(1, round(frames.shape[2] * scale)), max(1, round(frames.shape[1] * scale)))
@@ -147,9 +148,15 @@ def detect_faces(backend: Any, frames: np.ndarray, max_side: int) -> list[np.nda
     out = []
     for faces in backend.detect_batch(small):
         rows = [np.concatenate([np.asarray(f.box, np.float32) / scale, [f.score],
-                                np.asarray(f.kps, np.float32).reshape(-1) / scale]) for f in faces]
-        out.append(np.asarray(rows, np.float32).reshape(-1, 15))
+                                np.asarray(f.kps, np.float32).reshape(-1) / scale, _lip_box_row(f) / scale])
+                for f in faces]
+        out.append(np.asarray(rows, np.float32).reshape(-1, 19))
     return out
+
+
+def _lip_box_row(face: Any) -> np.ndarray:
+    box = getattr(face, "lip_box", None)
+    return np.full(4, np.nan, np.float32) if box is None else np.asarray(box, np.float32)
 
 
 @dataclass(frozen=True)
@@ -157,10 +164,13 @@ class DetectedFace:
     box: np.ndarray
     score: float
     kps: np.ndarray
+    lip_box: np.ndarray | None = None
 
 
 def faces_from_array(rows: np.ndarray) -> list[DetectedFace]:
-    return [DetectedFace(r[:4], float(r[4]), r[5:15].reshape(5, 2)) for r in rows]
+    """Rows of :func:`detect_faces` (15-column rows without lip boxes are accepted too)."""
+    return [DetectedFace(r[:4], float(r[4]), r[5:15].reshape(5, 2),
+                         r[15:19] if len(r) >= 19 and np.isfinite(r[15:19]).all() else None) for r in rows]
 
 
 def clip_audio(audio: np.ndarray, start_s: float, num_frames: int, fps: float) -> np.ndarray:
@@ -197,6 +207,7 @@ def crop_and_encode(
     kps = clips.to_crop_coords(track.kps, box, cfg.crop_size)
     kps = np.clip(kps, 0, cfg.crop_size)  # a landmark just outside the crop border sits on it
     mouth = clips.mouth_boxes(kps, cfg.crop_size)
+    lips_source, lip_boxes = crop_lip_boxes(track, box, crops, kps, cfg.crop_size)
     meta = {
         "source": plan.source, "video_id": plan.video_id, "clip_index": span.index,
         "start_s": round(span.start_s(plan.fps), 6), "end_s": round(span.end_s(plan.fps), 6), "fps": plan.fps,
@@ -205,20 +216,34 @@ def crop_and_encode(
         "face_backend": backend_name, "face_valid_fraction": round(track.valid_fraction, 4),
         "audio_encoder": audio_encoder_name if audio_segment is not None else "",
         "audio_dim": int(audio_features.shape[1]) if audio_features is not None else 0,
-        "has_latents": False, "versions": shards.package_versions(),
+        "has_latents": False, "versions": shards.package_versions(), "lips": lips_source,
     }
     sample = shards.encode_sample(
         shards.sample_key(plan.video_id, span.index), meta,
         mp4=media.encode_mp4_bytes(crops, plan.fps, crf=cfg.crf, preset=cfg.encode_preset),
         kps=kps, mouth=mouth,
         wav=media.wav_bytes(audio_segment, SAMPLE_RATE) if audio_segment is not None else None,
-        audio_features=audio_features,
+        audio_features=audio_features, lips=lip_boxes,
     )
     return sample, None, crops
 
 
-def add_latents(sample: dict, latents: np.ndarray) -> dict:
-    """Attach VAE latents and flip ``has_latents`` in the metadata (re-encoding the json member)."""
+def crop_lip_boxes(track: clips.TrackResult, box: np.ndarray, crops: np.ndarray, kps: np.ndarray,
+                   size: int) -> tuple[str, np.ndarray]:
+    """The clip's lip boxes in crop pixels and their source (``preprocessing.lips``): the 106-point landmarks'
+    boxes when the backend gave them, else the 5-point approximation with the mouth cavity measured on the crops."""
+    from preprocessing import lips
+
+    if track.lip_boxes is not None:
+        corners = clips.to_crop_coords(track.lip_boxes.reshape(-1, 2, 2), box, size).reshape(-1, 4)
+        return "landmark_2d_106", np.clip(corners, 0, size)
+    approx = lips.lip_boxes_from_corners(kps, lips.mouth_cavities(crops, kps))
+    return "kps5", np.clip(approx, 0, size)
+
+
+def add_latents(sample: dict, latents: np.ndarray, latents_std: np.ndarray | None = None) -> dict:
+    """Attach VAE latents (posterior mean x scaling; + its std x scaling) and flip ``has_latents`` in the metadata
+    (re-encoding the json member)."""
     import json
 
     meta = json.loads(sample["json"])
@@ -226,6 +251,11 @@ def add_latents(sample: dict, latents: np.ndarray) -> dict:
     out = dict(sample)
     out["json"] = shards.json_bytes(meta)
     out["latents.npy"] = shards.npy_bytes(latents.astype(np.float16))
+    if latents_std is not None:
+        if latents_std.shape != latents.shape:
+            raise shards.ShardFormatError(f"{sample['__key__']}: latents_std {latents_std.shape} != latents "
+                                          f"{latents.shape}")
+        out["latents_std.npy"] = shards.npy_bytes(latents_std.astype(np.float16))
     return out
 
 

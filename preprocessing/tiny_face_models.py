@@ -1,9 +1,11 @@
-"""Tiny random-weight insightface-shaped ONNX models (SCRFD detector, ArcFace recognizer) for tests and demos.
+"""Tiny random-weight insightface-shaped ONNX models (SCRFD detector, ArcFace recognizer, 106-point landmarks)
+for tests and demos.
 
 No insightface weights are obtainable offline. These models have the exact input/output layout insightface's
 ``model_zoo`` routes on (a detector: 9 outputs = scores, box distances and keypoint offsets at strides 8/16/32
-with 2 anchors; a recognizer: one 112x112x3 input, one 512-d output), so the real loading code paths run;
-their outputs are arbitrary. Put them where a real pack goes:
+with 2 anchors; a recognizer: one 112x112x3 input, one 512-d output; a landmark model like buffalo_l's
+``2d106det``: one 192x192x3 input, 212 outputs = 106 (x, y) in [-1, 1] of the crop), so the real loading code
+paths run; their outputs are arbitrary. Put them where a real pack goes:
 
     python -m preprocessing.tiny_face_models --root /tmp/insightface --pack tiny   # -> /tmp/insightface/models/tiny/
 """
@@ -17,6 +19,7 @@ STRIDES = (8, 16, 32)
 NUM_ANCHORS = 2
 DETECTOR_FILE = "det_tiny_scrfd.onnx"
 RECOGNIZER_FILE = "w_tiny_arcface.onnx"
+LANDMARK_FILE = "2d106_tiny.onnx"
 
 
 def _tiny_scrfd(width: int, seed: int):
@@ -67,6 +70,18 @@ def _tiny_arcface(width: int, dim: int, seed: int):
     ).eval()
 
 
+def _tiny_landmark106(width: int, seed: int):
+    import torch
+    from torch import nn
+
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(3, width, 3, stride=4, padding=1), nn.ReLU(),
+        nn.Conv2d(width, width, 3, stride=4, padding=1), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, 212), nn.Tanh(),  # points stay inside the crop
+    ).eval()
+
+
 def export_tiny_scrfd(path: str | Path, width: int = 8, seed: int = 0) -> Path:
     """A 9-output SCRFD-layout detector with dynamic input height/width."""
     import torch
@@ -92,11 +107,25 @@ def export_tiny_arcface(path: str | Path, width: int = 8, dim: int = 512, seed: 
     return path
 
 
-def make_tiny_insightface_pack(root: str | Path, pack: str = "tiny") -> Path:
-    """``root/models/<pack>/`` with a tiny detector and recognizer; returns the pack folder."""
+def export_tiny_landmark106(path: str | Path, width: int = 8, seed: int = 0) -> Path:
+    """A 2d106det-layout landmark model: (1, 3, 192, 192) -> (1, 212)."""
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.onnx.export(_tiny_landmark106(width, seed), torch.zeros(1, 3, 192, 192), str(path),
+                      input_names=["data"], output_names=["fc1"], opset_version=17, dynamo=False)
+    return path
+
+
+def make_tiny_insightface_pack(root: str | Path, pack: str = "tiny", landmarks: bool = True) -> Path:
+    """``root/models/<pack>/`` with a tiny detector, recognizer and (``landmarks``) 106-point landmark model;
+    returns the pack folder."""
     folder = Path(root) / "models" / pack
     export_tiny_scrfd(folder / DETECTOR_FILE)
     export_tiny_arcface(folder / RECOGNIZER_FILE)
+    if landmarks:
+        export_tiny_landmark106(folder / LANDMARK_FILE)
     return folder
 
 

@@ -41,7 +41,9 @@ class TrainConfig:
     lr_schedule: str = "constant"  # constant (official) | cosine (to 0 at max_steps)
     max_grad_norm: float = 1.0
     noise_offset: float = 0.05
-    min_snr_gamma: float = 0.0  # 0 disables min-SNR weighting
+    min_snr_gamma: float = 5.0  # the official gamma; 0 disables min-SNR weighting
+    min_snr_form: str = "official"  # official: min(SNR+1, g)/(SNR+1) | diffusers: min(SNR, g)/(SNR+1)
+    latent_sampling: str = "sample"  # sample: draw from the VAE posterior each step (official) | mean
     mouth_loss_weight: float = 100.0
     uncond_ratio: float = 0.1  # CFG dropout of all conditions together
     reference_drop_rate: float = 0.2  # per frame, stages II/III
@@ -82,6 +84,10 @@ class TrainConfig:
         check(self.max_grad_norm >= 0, "train.max_grad_norm", "must be >= 0 (0 disables clipping)")
         check(self.noise_offset >= 0, "train.noise_offset", "must be >= 0")
         check(self.min_snr_gamma >= 0, "train.min_snr_gamma", "must be >= 0 (0 disables)")
+        check(self.min_snr_form in ("official", "diffusers"), "train.min_snr_form",
+              f"must be official|diffusers, got {self.min_snr_form!r}")
+        check(self.latent_sampling in ("sample", "mean"), "train.latent_sampling",
+              f"must be sample|mean, got {self.latent_sampling!r}")
         check(self.checkpoint_every >= 1, "train.checkpoint_every", "must be >= 1")
         check(self.validate_every >= 0, "train.validate_every", "must be >= 0 (0 disables)")
         check(self.engine in ("deepspeed", "torch"), "train.engine", f"must be deepspeed|torch, got {self.engine!r}")

@@ -6,7 +6,8 @@
       -> tar -> samples                            (warn-and-skip on a broken tar)
       -> seeded block shuffle of the *encoded* samples, resumable at any position
       -> tolerant decode (warn-and-skip)  -> [stage II/III: drop samples with has_audio=false]
-      -> training example (frames, reference, V-Kps, mouth mask, flip, audio windows)  -> batches
+      -> training example (frames or latents (+ posterior std), reference, V-Kps, lip mask, flip, audio windows)
+      -> batches
 
 Determinism and resume: every reader (rank r, worker w) owns a logical *unit* ``u = r * W + w`` with its own
 seeded stream. Each sample's random choices come from ``numpy.random.default_rng([seed, u, index])`` where
@@ -207,6 +208,8 @@ class ClipSample:
     mp4: bytes | None
     index: int
     unit: int
+    lips: np.ndarray | None = None  # (N, 4) lip boxes in crop pixels (format v2); None: approximated from kps
+    latents_std: np.ndarray | None = None  # (N, 4, h, w) posterior std x scaling (format v2, precomputed latents)
 
 
 def decode_clip(sample: dict[str, Any]) -> ClipSample:
@@ -224,7 +227,8 @@ def decode_clip(sample: dict[str, Any]) -> ClipSample:
         raise ValueError(f"{key}: kps {kps.shape} / mouth {mouth.shape} do not match num_frames={n}")
     audio = d.get("audio_features") if meta.get("has_audio") else None
     return ClipSample(key=key, meta=meta, kps=kps, mouth=mouth, audio=audio, latents=d.get("latents"),
-                      mp4=bytes(d["mp4"]), index=sample["__index__"], unit=sample["__unit__"])
+                      mp4=bytes(d["mp4"]), index=sample["__index__"], unit=sample["__unit__"], lips=d.get("lips"),
+                      latents_std=d.get("latents_std"))
 
 
 MAX_CONSECUTIVE_SKIPS = 200  # an endless stream that only skips would otherwise hang silently
@@ -288,17 +292,16 @@ def choose_frames(num_frames: int, target: int, min_distance: int, rng: np.rando
     return start, far
 
 
-def mouth_mask(boxes: np.ndarray, crop_size: float, latent_size: int) -> np.ndarray:
-    """(F, 4) boxes in crop pixels -> (1, F, h, w) {0,1} mask over the latent cells the boxes touch."""
-    scale = latent_size / crop_size
-    mask = np.zeros((1, len(boxes), latent_size, latent_size), np.float32)
-    for f, (x0, y0, x1, y1) in enumerate(boxes * scale):
-        if x1 <= x0 or y1 <= y0:
-            continue
-        c0, r0 = max(int(np.floor(x0)), 0), max(int(np.floor(y0)), 0)
-        c1, r1 = min(int(np.ceil(x1)), latent_size), min(int(np.ceil(y1)), latent_size)
-        mask[0, f, r0:r1, c0:c1] = 1.0
-    return mask
+def clip_lip_boxes(clip: ClipSample) -> np.ndarray:
+    """The clip's lip boxes (format v2), or the 5-point approximation with a closed mouth (format v1, or a sample
+    written without them)."""
+    if clip.lips is not None:
+        return clip.lips.astype(np.float32)
+    from preprocessing.lips import lip_boxes_from_corners
+
+    _warn_once("nolips", f"{clip.key}: no lip boxes in the shard (format v1?); approximating them from the mouth "
+                         "corners with a closed mouth (re-run preprocessing for the opening-aware boxes)")
+    return lip_boxes_from_corners(clip.kps)
 
 
 class ExampleBuilder:
@@ -310,6 +313,7 @@ class ExampleBuilder:
     def __call__(self, clip: ClipSample) -> dict[str, Any]:
         from model.audio_windows import audio_windows
         from model.vkps import flip_keypoints, render_vkps
+        from preprocessing.lips import lip_mask
 
         rng = np.random.default_rng([self.seed, clip.unit, clip.index, 1])
         n, f = int(clip.meta["num_frames"]), self.data.num_frames
@@ -323,9 +327,11 @@ class ExampleBuilder:
         if self.data.use_latents and clip.latents is not None and not use_latents:
             _warn_once("latsize", f"{clip.key}: latents {clip.latents.shape[-2:]} do not match latent size {lat}; "
                                   "encoding frames instead")
+        latent_std: dict[str, Any] = {}
         if use_latents:
             target = torch.from_numpy(clip.latents[target_idx].astype(np.float32)).permute(1, 0, 2, 3)
             reference = torch.from_numpy(clip.latents[ref].astype(np.float32))
+            latent_std = _latent_std(clip, target_idx, ref, target, reference)
         else:
             from preprocessing.media import read_frames
 
@@ -339,12 +345,13 @@ class ExampleBuilder:
             reference = resize_frames(frames[[ref]], res)[:, 0]
 
         kps = torch.from_numpy(clip.kps[target_idx] * (res / crop))
-        boxes = clip.mouth[target_idx].copy()
+        mask = torch.from_numpy(lip_mask(clip_lip_boxes(clip)[target_idx], int(crop), lat))
         if flip:
             # Latent flips approximate flipping the image (the VAE is close to flip-equivariant).
             target, reference = target.flip(-1), reference.flip(-1)
+            latent_std = {k: v.flip(-1) if torch.is_tensor(v) and v.ndim > 1 else v for k, v in latent_std.items()}
             kps = flip_keypoints(kps, res)
-            boxes[:, [0, 2]] = crop - boxes[:, [2, 0]]
+            mask = mask.flip(-1)  # drawn, then flipped, as the official
         radius = max(1, round(4 * res / 512))  # the official radius 4 at 512 px, as the inference pipeline
         vkps = render_vkps(kps, res, radius=radius).permute(1, 0, 2, 3).float()  # (3, F, H, W)
 
@@ -355,10 +362,21 @@ class ExampleBuilder:
             windows = torch.zeros(f, self.model.audio_tokens_in, self.model.audio_embed_dim)
         return {
             "target": target, "reference": reference, "is_latent": use_latents,
-            "vkps": vkps, "mouth_mask": torch.from_numpy(mouth_mask(boxes, crop, lat)),
+            "vkps": vkps, "mouth_mask": mask, **latent_std,
             "audio": windows.float(), "has_audio": float(clip.audio is not None),
             "__key__": clip.key, "__index__": clip.index, "__unit__": clip.unit,
         }
+
+
+def _latent_std(clip: ClipSample, target_idx: list[int], ref: int, target: torch.Tensor,
+                reference: torch.Tensor) -> dict[str, Any]:
+    """Posterior std of the target and reference latents (zeros, flagged unknown, when the shard has none)."""
+    if clip.latents_std is None or clip.latents_std.shape != clip.latents.shape:
+        return {"target_std": torch.zeros_like(target), "reference_std": torch.zeros_like(reference),
+                "latent_std_known": 0.0}
+    std = clip.latents_std
+    return {"target_std": torch.from_numpy(std[target_idx].astype(np.float32)).permute(1, 0, 2, 3),
+            "reference_std": torch.from_numpy(std[ref].astype(np.float32)), "latent_std_known": 1.0}
 
 
 def collate(examples: list[dict[str, Any]]) -> dict[str, Any]:
@@ -369,6 +387,9 @@ def collate(examples: list[dict[str, Any]]) -> dict[str, Any]:
                              ("target", "reference", "vkps", "mouth_mask", "audio")}
     batch["has_audio"] = torch.tensor([e["has_audio"] for e in examples])
     batch["is_latent"] = kinds.pop()
+    if batch["is_latent"]:
+        batch.update({k: torch.stack([e[k] for e in examples]) for k in ("target_std", "reference_std")})
+        batch["latent_std_known"] = torch.tensor([e["latent_std_known"] for e in examples])
     batch["__keys__"] = [e["__key__"] for e in examples]
     batch["__unit__"] = examples[-1]["__unit__"]
     batch["__position__"] = max(e["__index__"] for e in examples) + 1

@@ -3,12 +3,19 @@
 The schedule is the official one (``model.build.build_noise_scheduler("ddim")``: scaled-linear betas rescaled to
 zero terminal SNR, v-prediction). The loss is a per-element weighted MSE:
 
-    weight map  m = 1 + (mouth_loss_weight - 1) * mouth_mask        (mouth_mask in latent space, in {0, 1})
+    weight map  m = 1 + (mouth_loss_weight - 1) * mouth_mask        (mouth_mask in latent space, in [0, 1])
     loss_i      = mean_{c,f,h,w}( m * (pred - v)^2 ) * s_i           (s_i = min-SNR weight, 1 when disabled)
     loss        = mean_i loss_i
 
 so the mouth region counts ``mouth_loss_weight`` times as much as the rest (the paper's mouth loss weight).
-For v-prediction the min-SNR weight is ``min(SNR, gamma) / (SNR + 1)`` (Hang et al., 2023).
+
+Min-SNR weighting (Hang et al., 2023) comes in two forms for v-prediction (:data:`MIN_SNR_FORMS`):
+
+* ``official`` (the V-Express and Moore-AnimateAnyone training code): ``min(SNR + 1, gamma) / (SNR + 1)``.
+  It is 1 wherever ``SNR + 1 <= gamma`` -- including the zero-SNR terminal step -- and only damps the
+  low-noise steps.
+* ``diffusers`` (diffusers' example scripts): ``min(SNR, gamma) / (SNR + 1)``, which also goes to 0 as SNR -> 0,
+  so the high-noise half of the schedule hardly trains.
 """
 
 from __future__ import annotations
@@ -54,12 +61,19 @@ def snr(alphas_cumprod: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
     return a / (1 - a).clamp_min(1e-12)
 
 
-def min_snr_weights(alphas_cumprod: torch.Tensor, timesteps: torch.Tensor, gamma: float) -> torch.Tensor:
-    """Per-sample ``min(SNR, gamma) / (SNR + 1)`` (v-prediction form); ones when ``gamma == 0``."""
+MIN_SNR_FORMS = ("official", "diffusers")
+
+
+def min_snr_weights(alphas_cumprod: torch.Tensor, timesteps: torch.Tensor, gamma: float,
+                    form: str = "official") -> torch.Tensor:
+    """Per-sample min-SNR weights for v-prediction in ``form`` (see the module docstring); ones when ``gamma == 0``."""
+    if form not in MIN_SNR_FORMS:
+        raise ValueError(f"min-SNR form must be one of {MIN_SNR_FORMS}, got {form!r}")
     if gamma <= 0:
         return torch.ones(timesteps.shape[0], device=timesteps.device)
     s = snr(alphas_cumprod, timesteps)
-    return torch.minimum(s, torch.full_like(s, gamma)) / (s + 1)
+    capped = s + 1 if form == "official" else s
+    return torch.minimum(capped, torch.full_like(s, gamma)) / (s + 1)
 
 
 def mouth_weight_map(mouth_mask: torch.Tensor, mouth_loss_weight: float) -> torch.Tensor:

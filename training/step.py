@@ -7,6 +7,7 @@ applies the condition masks from :mod:`training.dropout`.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,8 @@ from torch import nn
 from training.config import TrainConfig
 from training.dropout import ConditionMasks, sample_condition_masks
 from training.losses import add_noise_and_velocity, min_snr_weights, offset_noise
+
+log = logging.getLogger(__name__)
 
 
 class VExpressTrainModule(nn.Module):
@@ -46,27 +49,67 @@ class StepInputs:
 
 
 @torch.no_grad()
-def encode_latents(vae: nn.Module, frames: torch.Tensor, scaling: float) -> torch.Tensor:
-    """(b, 3, f, H, W) or (b, 3, H, W) in [-1, 1] -> latents (posterior mean x scaling), same layout."""
+def encode_latents(vae: nn.Module, frames: torch.Tensor, scaling: float,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """(b, 3, f, H, W) or (b, 3, H, W) in [-1, 1] -> latents x scaling, same layout: a draw from the VAE posterior
+    when ``generator`` is given (as the official training), else its mean."""
     video = frames.ndim == 5
     if video:
         b, c, f, h, w = frames.shape
         frames = frames.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w)
     dtype = next(vae.parameters()).dtype
-    latents = vae.encode(frames.to(dtype)).latent_dist.mean.float() * scaling
+    posterior = vae.encode(frames.to(dtype)).latent_dist
+    latents = posterior.mean.float()
+    if generator is not None:
+        latents = latents + posterior.std.float() * _randn_like(latents, generator)
+    latents = latents * scaling
     if video:
         latents = latents.reshape(b, f, *latents.shape[1:]).permute(0, 2, 1, 3, 4)
     return latents
 
 
-def make_step_inputs(batch: dict[str, Any], vae: nn.Module | None, alphas_cumprod: torch.Tensor, cfg: TrainConfig,
-                     generator: torch.Generator, device: torch.device, scaling: float) -> StepInputs:
-    """Latents (given or VAE-encoded), offset noise, timesteps, v target, condition masks -- all from ``generator``."""
+def _randn_like(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    return torch.randn(x.shape, generator=generator).to(x.device, x.dtype)  # CPU generator: same draws on any device
+
+
+def sample_posterior(mean: torch.Tensor, std: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """``mean + std * eps`` for stored (already scaled) posterior moments."""
+    return mean + std.to(mean) * _randn_like(mean, generator)
+
+
+def step_latents(batch: dict[str, Any], vae: nn.Module | None, cfg: TrainConfig, generator: torch.Generator,
+                 device: torch.device, scaling: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Target and reference latents for one step, per ``train.latent_sampling`` (posterior draw or mean)."""
     target, reference = batch["target"].to(device), batch["reference"].to(device)
+    sample = cfg.latent_sampling == "sample"
     if not batch["is_latent"]:
         if vae is None:
             raise ValueError("batch holds frames but no VAE was built to encode them")
-        target, reference = encode_latents(vae, target, scaling), encode_latents(vae, reference, scaling)
+        g = generator if sample else None
+        return encode_latents(vae, target, scaling, g), encode_latents(vae, reference, scaling, g)
+    if sample and "target_std" in batch:
+        if not bool(batch["latent_std_known"].all()):
+            _warn_once("nostd", "train.latent_sampling=sample, but some shards store only the posterior mean "
+                                "(format v1, or written without latents_std): those samples train on the mean")
+        target = sample_posterior(target, batch["target_std"].to(device), generator)
+        reference = sample_posterior(reference, batch["reference_std"].to(device), generator)
+    return target, reference
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(key: str, message: str) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        log.warning(message)
+
+
+def make_step_inputs(batch: dict[str, Any], vae: nn.Module | None, alphas_cumprod: torch.Tensor, cfg: TrainConfig,
+                     generator: torch.Generator, device: torch.device, scaling: float) -> StepInputs:
+    """Latents (stored or VAE-encoded; posterior draw or mean), offset noise, timesteps, v target, condition masks
+    -- all from ``generator``."""
+    target, reference = step_latents(batch, vae, cfg, generator, device, scaling)
     b, _, f = target.shape[:3]
     noise = offset_noise(tuple(target.shape), cfg.noise_offset, generator).to(device)
     timesteps = torch.randint(0, len(alphas_cumprod), (b,), generator=generator).to(device)
@@ -80,6 +123,6 @@ def make_step_inputs(batch: dict[str, Any], vae: nn.Module | None, alphas_cumpro
         "reference_mask": masks.reference.to(device), "kps_mask": masks.kps.to(device),
         "audio_mask": audio_keep.to(device),
     }
-    weights = min_snr_weights(alphas_cumprod, timesteps.cpu(), cfg.min_snr_gamma).to(device)
+    weights = min_snr_weights(alphas_cumprod, timesteps.cpu(), cfg.min_snr_gamma, cfg.min_snr_form).to(device)
     return StepInputs(model_inputs=model_inputs, target=velocity, mouth_mask=batch["mouth_mask"].to(device),
                       sample_weights=weights, masks=masks)

@@ -9,7 +9,7 @@ import pytest
 from infra.config_tree import load
 from model.build import build_modules
 from model.config import ModelConfig
-from model.stages import STAGE_GROUPS, parameter_group, set_trainable, trainable_parameter_names
+from model.stages import FROZEN_IN_EVERY_STAGE, STAGE_GROUPS, parameter_group, set_trainable, trainable_parameter_names
 
 AUDIO = re.compile(r"^denoising_unet\..*\.transformer_blocks\.\d+\.(attn2|norm2)\.")
 
@@ -23,9 +23,11 @@ def _by_rule(name: str, stage: int) -> bool:
     """The stage rules written out independently of model.stages."""
     module = name.split(".")[0]
     motion, audio = ".motion_modules." in name, bool(AUDIO.match(name))
+    if name.startswith("reference_net.up_blocks.3."):
+        return False  # frozen in every stage, as the official training
     if stage == 1:
         if module == "reference_net":
-            return not name.startswith("reference_net.up_blocks.3.")
+            return True
         if module == "denoising_unet":
             return not (motion or audio)
         return module == "v_kps_guider"
@@ -44,10 +46,10 @@ def test_stage_sets_disjoint_and_cover(sd15):
     s1, s2, s3 = (trainable_parameter_names(sd15, s) for s in (1, 2, 3))
     everything = {n for n, _ in sd15.named_parameters()}
     assert not s1 & s2
-    assert s3 == everything
     frozen_officially = {n for n in everything if n.startswith("reference_net.up_blocks.3.")}
-    assert s1 | s2 | frozen_officially == everything
-    assert not frozen_officially & (s1 | s2)
+    assert len(frozen_officially) == 114  # 3 resnets + 3 transformers (attentions) of the 320-channel level
+    assert s3 == everything - frozen_officially == s1 | s2
+    assert not frozen_officially & (s1 | s2 | s3)
 
 
 def test_stage_counts_sd15(sd15):
@@ -67,7 +69,10 @@ def test_stage_counts_sd15(sd15):
     assert counts1["v_kps_guider"] == 1_086_480
     # denoising UNet params = 1,363,537,604 - 1,208,320 pe buffers
     assert counts1["denoising_unet.spatial"] == 1_362_329_284 - 453_209_280 - expected_audio
-    assert sum(set_trainable(sd15, 3).values()) == sum(p.numel() for p in params.values())
+    counts3 = set_trainable(sd15, 3)
+    assert "reference_net.up_blocks.3" not in counts3 and counts3["reference_net"] == counts1["reference_net"]
+    assert sum(counts3.values()) == sum(p.numel() for p in params.values()) - up3
+    assert sum(counts3.values()) == sum(counts1.values()) + sum(counts.values())
 
 
 def test_set_trainable_sets_requires_grad():
@@ -84,5 +89,6 @@ def test_groups_and_bad_stage():
         "denoising_unet.audio"
     assert parameter_group("reference_net.up_blocks.3.attentions.0.norm.weight") == "reference_net.up_blocks.3"
     assert set(STAGE_GROUPS[1]) & set(STAGE_GROUPS[2]) == set()
+    assert all(not (FROZEN_IN_EVERY_STAGE & groups) for groups in STAGE_GROUPS.values())
     with pytest.raises(ValueError, match="stage"):
         trainable_parameter_names(build_modules(ModelConfig(), device="meta"), 4)

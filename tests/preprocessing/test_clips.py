@@ -48,6 +48,17 @@ def test_validate_track_requires_fraction_and_fills_gaps():
     np.testing.assert_allclose(loose.boxes[4, 0], 14.0)  # interpolated between frames 3 and 5
 
 
+def test_validate_track_carries_lip_boxes_only_when_every_face_has_them():
+    f = face(10, 20, 100)
+    with_lips = [[DetectedFace(f.box, f.score, f.kps, np.array([i, 50, i + 20, 60], np.float32))] for i in range(5)]
+    assert clips.validate_track(with_lips, 64, 0.6).lip_boxes.shape == (5, 4)
+    with_lips[2] = []
+    loose = clips.validate_track(with_lips, 64, 0.6, min_valid_fraction=0.8)
+    np.testing.assert_allclose(loose.lip_boxes[2], [2, 50, 22, 60])  # interpolated like the keypoints
+    mixed = [[face(10, 20, 100)]] + with_lips[:2]
+    assert clips.validate_track(mixed, 64, 0.6).lip_boxes is None
+
+
 def test_validate_track_two_faces_rejects_even_when_fraction_allows():
     frames = [[face(0, 0, 100)] for _ in range(10)]
     frames[0] = [face(0, 0, 100), face(300, 0, 100)]

@@ -180,3 +180,43 @@ def test_arcface_embedder_with_tiny_model(tiny_pack, yunet, astronaut):
         ArcFaceEmbedder(folder / DETECTOR_FILE)
     with pytest.raises(FaceModelError, match="missing_dir"):
         ArcFaceEmbedder(folder.parent / "missing_dir")
+
+
+def test_pack_models_are_told_apart_as_insightface_routes_them(tiny_pack):
+    from insightface.app import FaceAnalysis
+
+    from preprocessing.faces import find_pack_model, pack_model_kind
+    from preprocessing.tiny_face_models import LANDMARK_FILE, RECOGNIZER_FILE
+
+    root, folder = tiny_pack
+    kinds = {p.name: pack_model_kind(p) for p in folder.glob("*.onnx")}
+    assert kinds == {DETECTOR_FILE: "detection", RECOGNIZER_FILE: "recognition", LANDMARK_FILE: "landmark_2d_106"}
+    # A 192x192 landmark model is square, >= 112 and a multiple of 16: it must not pass for the recognizer.
+    assert find_pack_model(root, "tiny", "recognition").name == RECOGNIZER_FILE
+    assert find_pack_model(root, "tiny", "landmark_2d_106").name == LANDMARK_FILE
+    assert find_pack_model(root, "tiny", "landmark_3d_68", optional=True) is None
+    app = FaceAnalysis(name="tiny", root=str(root), providers=["CPUExecutionProvider"])
+    assert "landmark_2d_106" in app.models
+
+
+def test_insightface_backend_gives_the_106_point_lips(tiny_pack, astronaut):
+    from preprocessing.tiny_face_models import LANDMARK_FILE
+
+    root, folder = tiny_pack
+    backend = make_face_backend("insightface", root=root, pack="tiny", det_size=(256, 256), score_threshold=0.5)
+    faces = backend.detect(astronaut)
+    assert faces and backend.landmarker is not None
+    for f in faces:
+        assert f.lips.shape == (20, 2) and f.lips.dtype == np.float32
+        centre, reach = (f.box[:2] + f.box[2:]) / 2, 0.75 * max(f.box[2:] - f.box[:2]) + 1
+        assert np.all(np.abs(f.lips - centre) <= reach)  # inside the landmark model's crop (1.5 x the box)
+        np.testing.assert_array_equal(f.lip_box, np.concatenate([f.lips.min(0), f.lips.max(0)]))
+    plain = make_face_backend("insightface", root=root, pack="tiny", det_size=(256, 256), score_threshold=0.5,
+                              landmarks=False)
+    assert all(f.lips is None and f.lip_box is None for f in plain.detect(astronaut))
+    assert InsightFaceBackend(model_path=folder / DETECTOR_FILE, det_size=(256, 256)).landmarker is None
+    with pytest.raises(FaceModelError, match="not a 106-point"):
+        InsightFaceBackend(model_path=folder / DETECTOR_FILE, landmark_path=folder / DETECTOR_FILE)
+    with_file = InsightFaceBackend(model_path=folder / DETECTOR_FILE, landmark_path=folder / LANDMARK_FILE,
+                                   det_size=(256, 256), score_threshold=0.5)
+    np.testing.assert_array_equal(with_file.detect(astronaut)[0].lips, faces[0].lips)

@@ -130,6 +130,8 @@ def test_shards_read_back_with_webdataset_and_fields_agree(run_once, sample_data
         assert s["frames"].shape == (n, 512, 512, 3)
         assert s["kps"].shape == (n, 5, 2) and np.all((s["kps"] >= 0) & (s["kps"] <= 512))
         assert s["mouth"].shape == (n, 4) and np.all(s["mouth"][:, 2:] > s["mouth"][:, :2])
+        assert meta["lips"] == "kps5" and s["lips"].shape == (n, 4) and np.all(s["lips"][:, 2:] > s["lips"][:, :2])
+        assert np.all((s["lips"] >= 0) & (s["lips"] <= 512))
         if meta["has_audio"]:
             assert s["audio_features"].shape == (2 * n, 32) and s["audio_features"].dtype == np.float16
             assert abs(len(s["audio"]) - n / meta["fps"] * 16000) <= 1
@@ -220,3 +222,5 @@ def test_list_file_input_with_precomputed_latents(sample_data_dir, tmp_path):
     for s in samples:
         n = s["meta"]["num_frames"]
         assert s["latents"].shape == (n, 4, 16, 16) and s["latents"].dtype == np.float16
+        assert s["latents_std"].shape == s["latents"].shape and s["latents_std"].dtype == np.float16
+        assert s["latents_std"].min() > 0

@@ -96,6 +96,15 @@ def test_vae_actor_adds_fp16_latents(tmp_path):
     out = actor.add_latents({"sample": sample, "crops": crops})["sample"]
     decoded = shards.decode_sample(out, decode_video=False)
     assert decoded["latents"].shape == (n, 4, 8, 8) and decoded["latents"].dtype == np.float16
+    assert decoded["latents_std"].shape == (n, 4, 8, 8) and decoded["latents_std"].dtype == np.float16
+    import torch
+
+    with torch.no_grad():  # the stored moments are the VAE posterior's, times the scaling factor
+        x = torch.from_numpy(crops).permute(0, 3, 1, 2).float() / 127.5 - 1
+        posterior = actor.vae.encode(x).latent_dist
+    scaling = actor.vae.config.scaling_factor
+    np.testing.assert_allclose(decoded["latents"], (posterior.mean * scaling).numpy(), rtol=2e-3, atol=2e-3)
+    np.testing.assert_allclose(decoded["latents_std"], (posterior.std * scaling).numpy(), rtol=2e-3, atol=1e-4)
     assert json.loads(out["json"])["has_latents"] is True
     assert actor.add_latents({"rejection": {"reason": "x"}}) == {"rejection": {"reason": "x"}}
 
@@ -146,3 +155,44 @@ def test_reaper_kills_only_processes_of_its_cluster(tmp_path):
         for p in (ours, titled, other, *agents):
             p.kill()
             p.wait()
+
+
+def _clip_inputs(n=6, size=160, lip_boxes=None):
+    """A still frame with a drawn face-sized square and per-frame detections (19-column rows)."""
+    from preprocessing import clips
+
+    frames = np.full((n, size, size, 3), 120, np.uint8)
+    rows = []
+    for i in range(n):
+        box, kps = [40, 40, 120, 120], [[60, 70], [100, 70], [80, 90], [62, 105], [98, 105]]
+        lip = lip_boxes[i] if lip_boxes is not None else [np.nan] * 4
+        rows.append(np.array([[*box, 0.95, *np.ravel(kps), *lip]], np.float32))
+    plan = stages.VideoPlan("/x/v.mp4", "v-00000000", 25.0, n / 25, size, size, 25.0, False,
+                            [clips.ClipSpan(0, 0, n)])
+    cfg = PreprocessConfig(crop_size=64, min_face_size=32, crop_margin=0.6, reject_silence=False)
+    return plan, frames, rows, cfg
+
+
+def test_crop_and_encode_stores_landmark_lip_boxes_or_the_five_point_approximation():
+    from preprocessing import clips, lips
+
+    lip_boxes = np.array([[66, 100, 94, 112 + i] for i in range(6)], np.float32)  # the mouth opens
+    plan, frames, rows, cfg = _clip_inputs(lip_boxes=lip_boxes)
+    sample, rejection, crops = stages.crop_and_encode(plan, plan.spans[0], frames, rows, None, None, cfg,
+                                                      "insightface:tiny", "")
+    assert rejection is None
+    d = shards.decode_sample(sample, decode_video=False)
+    assert d["meta"]["lips"] == "landmark_2d_106" and d["lips"].shape == (6, 4)
+    crop_box = np.array(d["meta"]["crop_box"], np.float32)
+    mapped = clips.to_crop_coords(lip_boxes.reshape(-1, 2, 2), crop_box, 64).reshape(-1, 4)
+    np.testing.assert_allclose(d["lips"], mapped, atol=1e-4)
+    assert np.all(np.diff(d["lips"][:, 3]) > 0)  # the box follows the opening
+
+    plan, frames, rows, cfg = _clip_inputs()  # a 5-point backend: no lip columns
+    sample, _, crops = stages.crop_and_encode(plan, plan.spans[0], frames, rows, None, None, cfg, "yunet", "")
+    d = shards.decode_sample(sample, decode_video=False)
+    assert d["meta"]["lips"] == "kps5"
+    np.testing.assert_allclose(d["lips"], lips.lip_boxes_from_corners(d["kps"], lips.mouth_cavities(crops, d["kps"])),
+                               atol=1e-4)
+    rows15 = [r[:, :15] for r in rows]  # rows without lip columns are read as such
+    assert stages.faces_from_array(rows15[0])[0].lip_box is None

@@ -20,8 +20,8 @@ VIDEO = "good_carphone_a0009.mp4"  # 80 frames, 512², real speech
 
 def _build_sample_shards(sample_data_dir: Path, out: Path, clip_frames: int = 20) -> Path:
     """Cut the sample video into clips and write them with preprocessing's own functions (YuNet keypoints,
-    mouth boxes, a tiny random wav2vec2 for the audio features); the last clip is stored without audio."""
-    from preprocessing import media, shards
+    mouth and lip boxes, a tiny random wav2vec2 for the audio features); the last clip is stored without audio."""
+    from preprocessing import lips, media, shards
     from preprocessing.audio import AudioEncoder, save_tiny_wav2vec2
     from preprocessing.clips import mouth_boxes
     from preprocessing.faces import make_face_backend
@@ -40,12 +40,13 @@ def _build_sample_shards(sample_data_dir: Path, out: Path, clip_frames: int = 20
         meta = {"source": VIDEO, "video_id": "carphone", "clip_index": c, "start_s": c * clip_frames / 25,
                 "end_s": (c + 1) * clip_frames / 25, "fps": 25.0, "num_frames": clip_frames,
                 "crop_box": [0, 0, 512, 512], "crop_size": 512, "has_audio": has_audio, "face_backend": "yunet",
-                "audio_encoder": "tiny-wav2vec2", "audio_dim": 32, "has_latents": False}
+                "audio_encoder": "tiny-wav2vec2", "audio_dim": 32, "has_latents": False, "lips": "kps5"}
         key = shards.sample_key("carphone", c)
         samples.append(shards.encode_sample(
             key, meta, media.encode_mp4_bytes(clip, 25.0), kps, mouth_boxes(kps, 512),
             wav=media.wav_bytes(clip_audio, 16000) if has_audio else None,
-            audio_features=encoder.features_for_clip(clip_audio, clip_frames) if has_audio else None))
+            audio_features=encoder.features_for_clip(clip_audio, clip_frames) if has_audio else None,
+            lips=lips.lip_boxes_from_corners(kps, lips.mouth_cavities(clip, kps))))
         index.append({"key": key, "shard": "", "num_frames": clip_frames, "has_audio": has_audio})
     names = []
     for s in range(2):

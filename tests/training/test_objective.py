@@ -79,9 +79,51 @@ def test_v_target_matches_diffusers_on_the_zero_snr_schedule():
     torch.testing.assert_close(noisy, sched.add_noise(x0, noise, t))
     torch.testing.assert_close(v, sched.get_velocity(x0, noise, t))
     torch.testing.assert_close(noisy[2], noise[2])  # terminal step is pure noise (zero SNR)
-    w = min_snr_weights(sched.alphas_cumprod, t, gamma=5.0)
-    assert float(w[2]) == 0.0 and 0 < float(w[1]) <= 1 and float(w[0]) == pytest.approx(5.0 / (float(
-        sched.alphas_cumprod[0] / (1 - sched.alphas_cumprod[0])) + 1), rel=1e-4)
+
+
+def _hand_alphas_cumprod() -> list[float]:
+    """The official schedule by hand: scaled-linear betas, then the zero-terminal-SNR rescale of sqrt(alpha_bar)."""
+    n, b0, b1 = 1000, 0.00085 ** 0.5, 0.012 ** 0.5
+    acp, prod = [], 1.0
+    for i in range(n):
+        prod *= 1.0 - (b0 + (b1 - b0) * i / (n - 1)) ** 2
+        acp.append(prod)
+    first, last = acp[0] ** 0.5, acp[-1] ** 0.5
+    return [((a ** 0.5 - last) * first / (first - last)) ** 2 for a in acp]
+
+
+def test_min_snr_weights_by_timestep_in_both_forms():
+    sched = build_noise_scheduler("ddim")
+    acp = _hand_alphas_cumprod()
+    assert sched.alphas_cumprod.tolist() == pytest.approx(acp, rel=1e-4, abs=1e-7)
+    gamma, steps = 5.0, [0, 10, 50, 100, 130, 160, 300, 500, 700, 900, 999]
+    t = torch.tensor(steps)
+    official = min_snr_weights(sched.alphas_cumprod, t, gamma)  # the default form
+    diffusers = min_snr_weights(sched.alphas_cumprod, t, gamma, form="diffusers")
+    for i, step in enumerate(steps):
+        snr = acp[step] / (1 - acp[step])
+        assert float(official[i]) == pytest.approx(min(snr + 1, gamma) / (snr + 1), rel=1e-4, abs=1e-6), step
+        assert float(diffusers[i]) == pytest.approx(min(snr, gamma) / (snr + 1), rel=1e-4, abs=1e-6), step
+    by_step = dict(zip(steps, zip(official.tolist(), diffusers.tolist())))
+    assert by_step[999] == (1.0, 0.0)  # zero terminal SNR: full weight officially, none in the diffusers form
+    assert by_step[700][0] == 1.0 and by_step[700][1] == pytest.approx(0.055, abs=0.002)
+    for step in (0, 10, 50, 100, 130):  # SNR >= gamma (t < ~140): both are gamma / (SNR + 1)
+        assert by_step[step][0] == pytest.approx(by_step[step][1], rel=1e-4)
+    assert by_step[160][1] < by_step[160][0] < 1.0 == by_step[300][0]  # official: full weight from t = 161 on
+    assert min_snr_weights(sched.alphas_cumprod, t, 0.0).tolist() == [1.0] * len(steps)
+    with pytest.raises(ValueError, match="form"):
+        min_snr_weights(sched.alphas_cumprod, t, gamma, form="epsilon")
+
+
+def test_min_snr_and_latent_sampling_defaults_and_checks():
+    from training.config import TrainConfig
+
+    cfg = TrainConfig()
+    assert (cfg.min_snr_gamma, cfg.min_snr_form, cfg.latent_sampling) == (5.0, "official", "sample")
+    with pytest.raises(ValueError, match="train.min_snr_form"):
+        TrainConfig(min_snr_form="hang")
+    with pytest.raises(ValueError, match="train.latent_sampling"):
+        TrainConfig(latent_sampling="mode")
 
 
 def test_noise_offset_adds_a_per_channel_constant():

@@ -75,6 +75,29 @@ def test_stage_two_changes_exactly_its_group_and_keeps_stage_one(synthetic_shard
     assert all(after[n].abs().max() > 0 for n in zero_init)  # ... and trained
 
 
+def test_stage_three_trains_all_but_the_reference_net_up_blocks_3(synthetic_shards, tmp_path):
+    from model.build import build_modules
+    from model.checkpoints import load_vexpress_weights
+    from training.trainer import Trainer, resolve_init_weights
+
+    Trainer(_cfg(synthetic_shards, tmp_path / "stage1", 1, "train.max_steps=1")).run()
+    before = build_modules(load("tiny/stage1").model, pretrained=False)
+    load_vexpress_weights(before, resolve_init_weights(str(tmp_path / "stage1")))
+    before = {k: v.clone() for k, v in before.named_parameters()}
+    trainer = Trainer(_cfg(synthetic_shards, tmp_path / "stage3", 3, "train.max_steps=2", "train.lr=1e-3",
+                           f"train.init_from={tmp_path / 'stage1'}"))
+    trainer.run()
+    after = dict(trainer.modules.named_parameters())
+    up3 = {n for n in after if n.startswith("reference_net.up_blocks.3.")}
+    assert up3 and {n for n, p in after.items() if not p.requires_grad} == up3
+    assert trainer.counts["frozen_tensors"] == len(up3)
+    assert all(torch.equal(after[n], before[n]) for n in up3)
+    changed = {n for n in after if n not in up3 and not torch.equal(after[n], before[n])}
+    # conv_out: nothing reads the ReferenceNet's output, so it gets no gradient (tests/model/test_unet_3d.py)
+    rest = [n for n in after if n.startswith("reference_net.") and n not in up3 and ".conv_out." not in f".{n}"]
+    assert set(rest) <= changed and len(changed) > 0.9 * (len(after) - len(up3))
+
+
 class _Crash(RuntimeError):
     pass
 
