@@ -8,8 +8,9 @@ Preprocessing can compute latents itself (``preprocess.precompute_latents``), bu
 before it runs; the CPU preset fits its VAE to the crops preprocessing wrote, so this adds them afterwards.
 
 Each sample's frames are resized to ``--resolution`` (bilinear, antialiased: the training loader's resize) and
-encoded as the posterior mean x the VAE's ``scaling_factor`` (float16 ``latents.npy``). Every other member is
-kept byte for byte. Output: ``<out>/shards/`` (same names) and ``<out>/index.json`` (the input's, with new
+encoded as the posterior mean and std x the VAE's ``scaling_factor`` (float16 ``latents.npy`` and
+``latents_std.npy``, so training can sample the posterior); the metadata says ``has_latents``. Every other member
+is kept byte for byte. Output: ``<out>/shards/`` (same names) and ``<out>/index.json`` (the input's, with new
 sample and shard checksums and a ``latents`` entry saying which VAE and resolution). Shards already written
 to ``<out>`` by an interrupted run are kept; rerunning finishes the rest.
 """
@@ -37,21 +38,23 @@ def resize_frames(frames: np.ndarray, size: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def encode_frames(vae, frames: np.ndarray, size: int, batch: int = 32) -> np.ndarray:
-    """Posterior means x scaling factor, (n, C, size/d, size/d) float16, of uint8 frames (n, H, W, 3)."""
+def encode_frames(vae, frames: np.ndarray, size: int, batch: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """Posterior mean and std x scaling factor, each (n, C, size/d, size/d) float16, of uint8 frames (n, H, W, 3)."""
     x = resize_frames(frames, size).permute(1, 0, 2, 3)
     scale = float(vae.config.scaling_factor)
-    out = [vae.encode(x[i:i + batch]).latent_dist.mean * scale for i in range(0, len(x), batch)]
-    return torch.cat(out).half().numpy()
+    means, stds = [], []
+    for i in range(0, len(x), batch):
+        posterior = vae.encode(x[i:i + batch]).latent_dist
+        means.append(posterior.mean * scale)
+        stds.append(posterior.std * scale)
+    return torch.cat(means).half().numpy(), torch.cat(stds).half().numpy()
 
 
 def add_latents_to_sample(sample: dict, vae, size: int) -> dict:
-    from preprocessing import media
+    from preprocessing import media, stages
 
-    frames = media.read_frames(bytes(sample["mp4"]))
-    out = {k: v for k, v in sample.items() if k != "latents.npy"}
-    out["latents.npy"] = fmt.npy_bytes(encode_frames(vae, frames, size))
-    return out
+    mean, std = encode_frames(vae, media.read_frames(bytes(sample["mp4"])), size)
+    return stages.add_latents(sample, mean, std)
 
 
 def add_latents(shards: str | Path, output: str | Path, vae_folder: str | Path, resolution: int,

@@ -29,11 +29,15 @@ def test_latents_are_added_and_everything_else_is_kept(tmp_path):
     after = {s["__key__"]: s for name in fmt.shard_paths(tmp_path / "out") for s in fmt.iter_tar_samples(name)}
     assert before.keys() == after.keys()
     for key, sample in after.items():
-        assert {k: v for k, v in sample.items() if k != "latents.npy"} == before[key]
+        kept = {k: v for k, v in sample.items() if k not in ("latents.npy", "latents_std.npy", "json")}
+        assert kept == {k: v for k, v in before[key].items() if k != "json"}
         decoded = fmt.decode_sample(sample)
-        expected = encode_frames(vae, decoded["frames"], 32)
-        assert decoded["latents"].shape == (8, 4, 8, 8)
-        np.testing.assert_array_equal(decoded["latents"], expected)
+        assert decoded["meta"]["has_latents"] is True
+        mean, std = encode_frames(vae, decoded["frames"], 32)
+        assert decoded["latents"].shape == decoded["latents_std"].shape == (8, 4, 8, 8)
+        np.testing.assert_array_equal(decoded["latents"], mean)
+        np.testing.assert_array_equal(decoded["latents_std"], std)
+        assert (std > 0).all()
     # The index's checksums describe the new files.
     for row in index["shards"]:
         assert fmt.file_sha256(tmp_path / "out" / "shards" / row["name"]) == row["sha256"]
