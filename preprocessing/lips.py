@@ -31,6 +31,7 @@ LOWER_LIP = 0.15  # closed mouth: corner line to the bottom of the lower lip, in
 DARK_RATIO = 0.5  # a cavity sample is darker than this fraction of the surrounding lips and skin
 _PROFILE = (-0.5, 1.0, 96)  # profile along the corner line's normal: from, to (corner distances), samples
 _CAVITY = (-0.35, 0.9)  # where dark samples count as the cavity: below the nostrils, above the chin
+_START = 0.3  # the cavity's dark run starts within this distance of the corner line (corner distances)
 _STRIP = 0.15  # half-width of the profile strip across the mouth centre, in corner distances
 MIN_MOUTH_PX = 6.0  # corner distances below this are not measured
 
@@ -108,11 +109,16 @@ def mouth_cavity(frame: np.ndarray, kps: np.ndarray) -> tuple[float, float]:
     if reference < 30.0:  # too dark to tell the cavity from the face
         return nan
     near = (s >= _CAVITY[0] * width) & (s <= _CAVITY[1] * width)
-    dark = np.flatnonzero(near & (profile < DARK_RATIO * reference))
-    if len(dark) < 2:
+    dark = near & (profile < DARK_RATIO * reference)
+    # The cavity is the dark run that touches the lips: the one starting closest to the corner line. Dark hair,
+    # a beard or clothing further below is another run and must not stretch the box down to the neck.
+    runs = np.split(np.flatnonzero(dark), np.flatnonzero(np.diff(np.flatnonzero(dark)) > 1) + 1)
+    runs = [r for r in runs if len(r) >= 2 and (abs(s[r[0]]) <= _START * width or s[r[0]] < 0 < s[r[-1]])]
+    if not runs:
         return 0.0, 0.0
+    run = min(runs, key=lambda r: abs(s[r[0]]))
     half_step = (s[1] - s[0]) / 2
-    return float(s[dark[0]] - half_step), float(s[dark[-1]] + half_step)
+    return float(s[run[0]] - half_step), float(s[run[-1]] + half_step)
 
 
 def mouth_cavities(frames: np.ndarray, kps: np.ndarray) -> np.ndarray:

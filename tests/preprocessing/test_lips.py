@@ -120,3 +120,16 @@ def test_unmeasurable_openings_are_interpolated_or_closed():
     np.testing.assert_allclose(cav[1], (cav[0] + cav[2]) / 2)  # the middle frame from its neighbours
     assert cav[0].tolist() == [0.0, 0.0] and cav[2, 1] > 10
     assert lips.mouth_cavities(np.stack([img]), np.stack([off])).tolist() == [[0.0, 0.0]]
+
+
+@pytest.mark.parametrize("opening", [0, 12])
+def test_dark_clothing_below_the_chin_is_not_the_cavity(opening):
+    img, kps, (top, bottom) = drawn_mouth(opening)
+    width = kps[4, 0] - kps[3, 0]
+    collar = int(kps[3, 1] + 0.75 * width)  # a dark collar inside the measured strip, below the lower lip
+    img[collar:collar + 12] = (20, 20, 20)
+    cavity = lips.mouth_cavity(img, kps)
+    if opening == 0:
+        assert cavity == (0.0, 0.0)
+    else:
+        assert cavity[0] == pytest.approx(top, abs=2.5) and cavity[1] == pytest.approx(bottom, abs=2.5)
