@@ -22,6 +22,7 @@ class PreprocessConfig:
     detect_max_side: int = 320  # frames are downscaled to this longest side for detection (0: full size);
     # YuNet costs ~21 ms at 480 vs ~10 ms at 320 per frame; raise it for HD sources with small faces
     smooth_window: int = 5  # frames of moving average on the face boxes before the union crop
+    kps_smooth_window: int = 1  # frames of centred moving average on the stored keypoints (1: as detected)
     crop_margin: float = 0.6  # extra margin around the union face box, relative to its size
     audio_encoder: str = "wav2vec2"  # wav2vec2 | whisper | mel (log-mel, no weights: the CPU preset)
     audio_encoder_path: str = ""  # local transformers folder; empty -> tiny random encoder (tests)
@@ -62,6 +63,7 @@ class PreprocessConfig:
         check(0.0 < self.min_valid_fraction <= 1.0, "preprocess.min_valid_fraction", "must be in (0, 1]")
         check(self.detect_max_side >= 0, "preprocess.detect_max_side", "must be >= 0")
         check(self.smooth_window >= 1, "preprocess.smooth_window", "must be >= 1")
+        check(self.kps_smooth_window >= 1, "preprocess.kps_smooth_window", "must be >= 1")
         check(0 <= self.crf <= 51, "preprocess.crf", "must be in [0, 51]")
         check(self.actor_num_cpus >= 0 and self.task_num_cpus > 0, "preprocess.task_num_cpus",
               "actor_num_cpus must be >= 0 and task_num_cpus > 0")

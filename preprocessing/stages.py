@@ -204,7 +204,7 @@ def crop_and_encode(
         return reject(track.reason, track.detail)
     box = clips.stable_crop_box(track.boxes, cfg.crop_margin, cfg.smooth_window)
     crops = clips.crop_resize(frames, box, cfg.crop_size)
-    kps = clips.to_crop_coords(track.kps, box, cfg.crop_size)
+    kps = clips.to_crop_coords(clips.smooth(track.kps, cfg.kps_smooth_window), box, cfg.crop_size)
     kps = np.clip(kps, 0, cfg.crop_size)  # a landmark just outside the crop border sits on it
     mouth = clips.mouth_boxes(kps, cfg.crop_size)
     lips_source, lip_boxes = crop_lip_boxes(track, box, crops, kps, cfg.crop_size)
