@@ -22,7 +22,7 @@ else ``runs/gpu-check``; the report is rewritten after every item, so a run that
 Where its figures go: docs/capacity-plan.md and docs/inference.md ("Measured on a GPU").
 
 Exit status: 0 when every item was measured, skipped or out of memory; 1 when one failed (see the log);
-2 without a GPU (outside --dry-run).
+2 without a GPU (outside --dry-run); 130 when interrupted (SIGINT), after writing and printing the report.
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ def run(args) -> int:
         report.save()
         print(report.markdown())
         return 2
-    failed = False
+    failed = interrupted = False
     with scratch_dir() as tmp:
         ctx = new_context(sizes, budget, report, tmp)
         for key, count in planned_items(sizes, args.only).items():
@@ -113,6 +113,10 @@ def run(args) -> int:
         for key in args.only:
             try:
                 SECTIONS[key](ctx)
+            except KeyboardInterrupt:  # Ctrl-C or an outer time limit (timeout -s INT): keep what was measured
+                interrupted = True
+                report.footer_notes.append(f"Interrupted after {budget.elapsed():.0f} s, in section {key}.")
+                break
             except Exception:  # noqa: BLE001 - a section that cannot start still leaves a report
                 failed = True
                 summary = report.failure(f"section {key}")
@@ -124,11 +128,11 @@ def run(args) -> int:
     failed = failed or any(str(r.get("note", "")).startswith("failed") for s in report.sections.values()
                            for r in s.rows)
     report.env.append(("wall time", f"{budget.elapsed():.0f} s of a {budget.seconds:.0f} s budget"))
-    report.footer = [*ANCHORS, "", *WHERE]
+    report.footer = [*report.footer_notes, "", *ANCHORS, "", *WHERE]
     path = report.save()
     print(report.markdown())
     print(f"report: {path}", file=sys.stderr)
-    return 1 if failed else 0
+    return 130 if interrupted else 1 if failed else 0
 
 
 def main(argv=None) -> int:

@@ -171,6 +171,7 @@ class Report:
         self.env: list[tuple[str, str]] = []
         self.sections: dict[str, Section] = {}
         self.footer: list[str] = []
+        self.footer_notes: list[str] = []  # run-level notes (an interruption), put before the footer
         self.log_path = self.out / "gpu-check.log"
         self.log_path.write_text("")
 

@@ -226,25 +226,32 @@ def _train(ctx: Context, stage: int, ckpt: bool) -> dict[str, Any]:
     cfg = ctx.config(stage, (f"train.gradient_checkpointing={str(ckpt).lower()}",))
     batch = ctx.batch(stage)
     eng, one_step = build_training_step(cfg, batch, ctx.dev)
-    setup = time.perf_counter() - t0
-    for _ in range(s.train_warmup):
-        one_step()
-    steps = [one_step()]
-    ctx.budget.measured("training", time.perf_counter() - t0)
-    for _ in range(ctx.budget.repeats(steps[0]["step"], 1, s.train_steps)):
-        steps.append(one_step())
-    _sync(ctx.dev)
+    try:
+        setup = time.perf_counter() - t0
+        for _ in range(s.train_warmup):
+            one_step()
+        steps = [one_step()]
+        ctx.budget.measured("training", time.perf_counter() - t0)
+        for _ in range(ctx.budget.repeats(steps[0]["step"], 1, s.train_steps)):
+            steps.append(one_step())
+        _sync(ctx.dev)
+        peak = peak_gib(ctx.dev) - base / GIB
+        trainable = sum(p.numel() for p in eng.module.parameters() if p.requires_grad)
+        zero = getattr(eng, "zero_stage", "-")
+    finally:  # DeepSpeed's hooks and flat buffers, released now rather than whenever the GC gets to them
+        destroy = getattr(getattr(eng, "ds", None), "destroy", None)
+        if destroy is not None:
+            destroy()
     step = median([x["step"] for x in steps])
     samples = cfg.train.batch_size
     frames = samples * cfg.data.num_frames
-    trainable = sum(p.numel() for p in eng.module.parameters() if p.requires_grad)
     finite = all(np.isfinite(x["loss"]) for x in steps)
     return {"frames × batch": f"{cfg.data.num_frames} × {samples}", "trainable": f"{trainable / 1e6:.0f} M",
-            "ZeRO as run": getattr(eng, "zero_stage", "-"), "step s (median)": f"{step:.3f}",
+            "ZeRO as run": zero, "step s (median)": f"{step:.3f}",
             "min–max s": f"{min(x['step'] for x in steps):.3f}–{max(x['step'] for x in steps):.3f}",
             "steps": len(steps), "samples/s": f"{samples / step:.2f}", "frames/s": f"{frames / step:.1f}",
             "fwd / bwd / opt s": " / ".join(f"{median([x[k] for x in steps]):.3f}" for k in ("fwd", "bwd", "opt")),
-            "peak GiB": f"{peak_gib(ctx.dev) - base / GIB:.1f}", "setup s": f"{setup:.0f}",
+            "peak GiB": f"{peak:.1f}", "setup s": f"{setup:.0f}",
             "note": "" if finite else "loss not finite"}
 
 

@@ -10,6 +10,8 @@
 #                          pip download -r requirements/lock.txt -d DIR, for the target's Python and platform)
 #   GPU_CHECK_SETUP=none   skip the setup and run with $PYTHON as it is (an image that already has the stack)
 #   PYTHON=python3         the interpreter the environment is made from
+#   GPU_CHECK_TIMEOUT=600  a hard limit (s) above the check's own budget: SIGINT, after which it still writes
+#                          and prints the report of what it measured
 # The environment also sees the interpreter's own site-packages, so a CUDA torch already installed at the
 # lock's version is used as it is instead of being downloaded again.
 set -euo pipefail
@@ -58,4 +60,4 @@ echo "gpu_check: driver $driver, setup took $(( $(date +%s) - t0 )) s" >&2
 
 . scripts/env.sh
 export PYTHONUNBUFFERED=1
-exec "$py" benchmarks/gpu_check.py --out "$out" "$@"
+exec timeout -s INT -k 30 "${GPU_CHECK_TIMEOUT:-600}" "$py" benchmarks/gpu_check.py --out "$out" "$@"
