@@ -98,7 +98,7 @@ def run(args) -> int:
              "GPU check: CPU rehearsal (--dry-run), tiny sizes" if args.dry_run else "GPU check: no GPU found")
     report = Report(out, title)
     budget = Budget(sizes.budget_s, sizes.priors)
-    report.env = environment(sizes.device if gpu or args.dry_run else "cpu")
+    report.env = environment(sizes.device)
     if sizes.device == "cuda" and not gpu:
         report.footer = ["No CUDA device is visible to torch: nothing was measured. Check the driver "
                          "(`nvidia-smi`) and that torch is a CUDA build; `--dry-run` rehearses on the CPU."]

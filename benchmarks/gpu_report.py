@@ -141,6 +141,9 @@ def environment(device: str) -> list[tuple[str, str]]:
                  ("cuDNN", str(torch.backends.cudnn.version()))]
         if torch.cuda.device_count() > 1:
             rows.append(("GPUs visible", f"{torch.cuda.device_count()} (the check uses cuda:0)"))
+    elif device == "cuda":
+        rows.append(("device", f"none: torch {torch.__version__} (CUDA build {torch.version.cuda}) sees no CUDA "
+                               "device"))
     else:
         rows.append(("device", f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
                                f"{torch.get_num_threads()} torch threads): a rehearsal, not a measurement"))

@@ -87,7 +87,7 @@ def peak_gib(dev: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
-def cpu_peak(dev: torch.device) -> str:
+def peak_caveat(dev: torch.device) -> str:
     return "" if dev.type == "cuda" else " (on the CPU: the process's peak RSS so far, which never goes down)"
 
 
@@ -104,9 +104,10 @@ def is_oom(exc: BaseException) -> bool:
 
 
 def run_item(ctx: Context, section: Section, kind: str, row: dict[str, Any],
-             measure: Callable[[], dict[str, Any] | list[dict[str, Any]]]) -> bool:
+             measure: Callable[[], dict[str, Any] | list[dict[str, Any]]], starts_empty: bool = True) -> bool:
     """One setting: skipped when the budget cannot hold it, else measured; OOM and errors become the row's note.
-    Returns True when it was measured."""
+    ``starts_empty``: nothing should be on the GPU before it (else the note says how much was). Returns True
+    when it was measured."""
     measured = False
     if not ctx.budget.begin(kind):
         rows = [{**row, "note": f"skipped: budget spent ({ctx.budget.elapsed():.0f} of {ctx.budget.seconds:.0f} s "
@@ -122,7 +123,7 @@ def run_item(ctx: Context, section: Section, kind: str, row: dict[str, Any],
             summary = ctx.report.failure(f"{section.title}: {row}")
             note = f"OOM (peak {peak_gib(ctx.dev):.1f} GiB)" if is_oom(exc) else f"failed: {summary}"
             rows = [{**row, "note": note}]
-        if base > GIB // 4:
+        if starts_empty and base > GIB // 4:
             rows[0]["note"] = (rows[0].get("note", "") + f" ({base / GIB:.1f} GiB held before)").strip()
         release(ctx.dev)
     section.rows.extend(rows)
@@ -210,7 +211,7 @@ def training(ctx: Context) -> None:
         f"`{s.preset}` modules, random weights, bf16 (DeepSpeed bf16, fp32 master weights; the ZeRO stage "
         "`training.engine` runs on one rank), the stage's trainable set, one fixed batch (latents, as the loader "
         f"builds it), median over the timed steps after {s.train_warmup} warm-up; peak = the most GPU memory "
-        f"allocated during setup and steps (model states + activations){cpu_peak(ctx.dev)}."))
+        f"allocated during setup and steps (model states + activations){peak_caveat(ctx.dev)}."))
     init_distributed()
     for stage, ckpt in TRAIN_SETTINGS:
         run_item(ctx, sec, "training", {"stage": "I" * stage if stage < 3 else "III", "grad ckpt": "on" if ckpt
@@ -355,22 +356,24 @@ def inference(ctx: Context) -> None:
         f"`{s.preset}` modules, random weights, the whole `VExpressPipeline` call (reference net, V-Kps + audio "
         f"encoding, windowed CFG sampling, per-frame VAE decode + median filter) for {frames} frames; "
         "offload = each module on the GPU only while it runs; peak = GPU memory allocated during the timed calls"
-        f"{cpu_peak(ctx.dev)}; UNet frames / frame = frames pushed through the denoiser per output frame (CFG pair counted twice)."))
+        f"{peak_caveat(ctx.dev)}; UNet frames / frame = frames pushed through the denoiser per output frame (CFG "
+        "pair counted twice)."))
     cfg.model.pretrained.audio_encoder = str(audio_encoder_folder(ctx.tmp / "audio-encoder",
                                                                   cfg.model.audio_embed_dim, s.device == "cuda"))
     rng = np.random.default_rng(0)
     inputs = {"image": rng.integers(0, 256, (size, size, 3), dtype=np.uint8),
               "kps": fix_face(np.array([[0.34, 0.4], [0.66, 0.4], [0.5, 0.6]]) * size, frames),
-              "audio": (0.3 * np.sin(2 * np.pi * 220 * np.arange(round(frames / 25 * AUDIO_SAMPLE_RATE))
+              "audio": (0.3 * np.sin(2 * np.pi * 220 * np.arange(round(frames / cfg.inference.fps * AUDIO_SAMPLE_RATE))
                                      / AUDIO_SAMPLE_RATE)).astype(np.float32)}
     pipes = _Pipelines(ctx, cfg)
     for dtype, offload, name in inference_settings(presets):
         p = presets[name]
         steps = s.infer_steps or p.num_inference_steps
         row = {"preset": name, "steps × CFG": f"{steps} × {p.guidance_scale:g} ({p.scheduler})",
-               "window": f"{p.context_frames}/{p.context_overlap}", "dtype": dtype, "offload": "yes" if offload else "no"}
-        run_item(ctx, sec, "inference", row, lambda d=dtype, o=offload, p=p, st=steps: _infer(ctx, pipes, d, o, p, st,
-                                                                                             inputs))
+               "window": f"{p.context_frames}/{p.context_overlap}", "dtype": dtype,
+               "offload": "yes" if offload else "no"}
+        run_item(ctx, sec, "inference", row, lambda d=dtype, o=offload, p=p, st=steps: _infer(
+            ctx, pipes, d, o, p, st, inputs), starts_empty=False)  # the pipeline stays between presets
     pipes.pipe = pipes.modules = None
     pipes.encoders.clear()
 
