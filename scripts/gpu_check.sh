@@ -6,9 +6,13 @@
 #
 # OUT_DIR defaults to $OUT, else runs/gpu-check. Environment:
 #   GPU_CHECK_VENV=DIR     the environment (default .venv-gpu; set up once, again when the lock changes)
-#   GPU_CHECK_WHEELS=DIR   install offline from a folder of wheels (fill it where an index is reachable:
-#                          pip download -r requirements/lock.txt -d DIR, for the target's Python and platform)
-#   GPU_CHECK_SETUP=none   skip the setup and run with $PYTHON as it is (an image that already has the stack)
+#   GPU_CHECK_WHEELS=DIR   install offline from a folder of wheels (fill it where an index is reachable, with the
+#                          target's Python: pip wheel -r requirements/lock.txt -w DIR; deepspeed is an sdist,
+#                          so its wheel is built there)
+#   GPU_CHECK_SETUP=none   skip the setup and run with $PYTHON as it is: an image that already has a CUDA torch
+#                          and the rest the check imports (deepspeed, diffusers, transformers, omegaconf,
+#                          webdataset, av, opencv, scipy, soundfile, Pillow, tqdm, numpy), and this repo on
+#                          PYTHONPATH or installed
 #   PYTHON=python3         the interpreter the environment is made from
 #   GPU_CHECK_TIMEOUT=600  a hard limit (s) above the check's own budget: SIGINT, after which it still writes
 #                          and prints the report of what it measured
