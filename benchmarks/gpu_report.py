@@ -46,7 +46,7 @@ FULL = Sizes(preset="sd15", device="cuda", train_frames=12, train_warmup=2, trai
              infer_repeats=2, infer_steps=None, numerics_draws=2, budget_s=450,
              priors={"numerics": 30, "training": 35, "inference": 20})
 DRY = Sizes(preset="tiny", device="cpu", train_frames=2, train_warmup=1, train_steps=1, infer_frames=8,
-            infer_repeats=1, infer_steps=1, numerics_draws=1, budget_s=120,
+            infer_repeats=1, infer_steps=1, numerics_draws=1, budget_s=300,
             priors={"numerics": 3, "training": 4, "inference": 2})
 
 
