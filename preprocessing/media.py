@@ -99,7 +99,7 @@ def probe(src: str | Path | bytes) -> MediaInfo:
         turns = 0
         try:
             turns = _quarter_turns(next(c.decode(v)))
-        except (av.error.FFmpegError, StopIteration):
+        except (av.error.FFmpegError, StopIteration, OSError, ValueError):
             pass  # undecodable: decoding the clips reports it
         duration = 0.0
         if v.duration and v.time_base:
@@ -214,11 +214,11 @@ def read_audio(src: str | Path | bytes, sample_rate: int = 16000, start_s: float
             start_s = _origin(c.streams.video[0])
         resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
         chunks: list[np.ndarray] = []
-        first_t = None
+        first_t, first = None, True
         try:
             for frame in c.decode(stream):
-                if first_t is None and frame.time is not None:
-                    first_t = float(frame.time)
+                if first:  # where the first decoded sample is shown (None: the container does not say)
+                    first_t, first = (float(frame.time) if frame.time is not None else None), False
                 for out in resampler.resample(frame):
                     chunks.append(out.to_ndarray().reshape(-1))
             for out in resampler.resample(None):

@@ -11,9 +11,11 @@ Stages (docs/preprocessing.md has the picture):
   shards; one ``write_shard`` task per shard (atomic); then ``rejected.jsonl`` and ``index.json``.
 
 Backpressure: at most ``max_clips_in_flight`` clips and ``num_workers + 1`` probed videos are in the system.
-Resuming: committed videos and finished shards are skipped; the index only depends on the inputs and config,
-so a resumed run writes the same index as an uninterrupted one. Ray retries tasks of dead workers and restarts
-dead actors (``max_retries``); commits are idempotent (same name, same bytes), so nothing is lost or duplicated.
+Resuming: committed videos (recorded with the current output fingerprint) and finished shards are skipped; the
+index only depends on the inputs and config, so a resumed run writes the same index as an uninterrupted one. Ray
+retries tasks of dead workers and restarts dead actors (``max_retries``); commits are idempotent (same name, same
+bytes), so nothing is lost or duplicated. The driver holds the output's lock, refuses a changed output config and
+keeps byte-identical inputs once (``preprocessing.output_dir``).
 """
 
 from __future__ import annotations

@@ -32,6 +32,13 @@ class CheckpointError(ValueError):
     """No usable checkpoint where one was asked for (the message names the file and step)."""
 
 
+def mark_saving(folder: Path, step: int) -> None:
+    """Before a save: a folder being (re)written is not resumable until :func:`write_manifest` replaces this."""
+    from preprocessing.shards import write_json_atomic
+
+    write_json_atomic(folder / MANIFEST, {"step": step, "saving": True})
+
+
 def write_manifest(folder: Path, step: int, checksums: bool = True) -> Path:
     from preprocessing.shards import file_sha256, write_json_atomic
 
@@ -54,8 +61,11 @@ def problem(folder: Path) -> str | None:
     if not manifest.is_file():
         return None  # written before manifests existed: used unverified
     try:
-        files = json.loads(manifest.read_text())["files"]
-    except (ValueError, KeyError) as exc:
+        record = json.loads(manifest.read_text())
+        if record.get("saving"):
+            return f"{folder}: incomplete (its save was interrupted)"
+        files = record["files"]
+    except (ValueError, KeyError, AttributeError) as exc:
         return f"{manifest}: unreadable ({exc})"
     for name, entry in files.items():
         path = folder / name

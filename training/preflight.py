@@ -11,7 +11,7 @@ log = logging.getLogger(__name__)
 
 
 def is_local(url: str) -> bool:
-    return "://" not in url and not url.startswith("pipe:") or url.startswith("file://")
+    return ("://" not in url and not url.startswith("pipe:")) or url.startswith("file://")
 
 
 def check_shards(spec: str, verify: bool) -> list[str]:

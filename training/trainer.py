@@ -295,6 +295,8 @@ class Trainer:
     def save_checkpoint(self) -> Path:
         tag = step_tag(self.state.step)
         folder = self.ckpt_root / tag
+        if self.is_main:  # a folder being rewritten (a resumed run saving the same step again) is not resumable
+            checkpoint_files.mark_saving(folder, self.state.step)
         self.engine.save(self.ckpt_root, tag)
         (folder / "train_state").mkdir(parents=True, exist_ok=True)
         torch.save(self.state.state_dict(), folder / "train_state" / f"rank-{self.rank:05d}.pt")
