@@ -538,8 +538,9 @@ class Preprocessor:
         """Pack every committed sample into shards (skipping finished ones) and write the index."""
         import ray
 
-        records = output_dir.resolve_duplicates([json.loads((self.video_dir / f"{shards.video_id_for(s)}.json")
-                                                            .read_text()) for s in sorted(sources, key=shards.video_id_for)])
+        ordered = sorted(sources, key=shards.video_id_for)
+        records = output_dir.resolve_duplicates(  # byte-identical inputs: the first video id keeps the samples
+            [json.loads((self.video_dir / f"{shards.video_id_for(s)}.json").read_text()) for s in ordered])
         sample_info = {s["key"]: (rec["video_id"], s) for rec in records for s in rec["samples"]}
         plan = shards.pack_shards([(s["key"], s["bytes"]) for rec in records for s in rec["samples"]],
                                   self.cfg.shard_max_bytes)

@@ -139,3 +139,6 @@ def test_rotated_phone_video_is_decoded_upright_and_its_face_found(tmp_path):
     assert media.read_frames(tmp_path / "phone.mp4").shape == (10, 320, 240, 3)
     faces = stages.detect_faces(make_face_backend("yunet"), clip, 320)
     assert all(len(f) == 1 for f in faces)
+    for (face,) in faces:  # an upright face: eyes level, above the nose (a sideways one is also detected)
+        kps = face[5:15].reshape(5, 2)
+        assert abs(kps[0, 1] - kps[1, 1]) < 0.3 * abs(kps[0, 0] - kps[1, 0]) and kps[:2, 1].max() < kps[2, 1]

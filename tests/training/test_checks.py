@@ -168,3 +168,16 @@ def test_resumed_run_whose_mlflow_run_is_gone_logs_to_a_new_run(tmp_path, caplog
     assert third.run_id not in (first.run_id, "f" * 32)
     third.log_metrics({"loss": 1.0}, 1)
     assert client.get_run(third.run_id).data.metrics["loss"] == 1.0
+
+
+def test_checkpoint_folder_being_rewritten_is_not_resumable(tmp_path):
+    from training.checkpoint_files import mark_saving, problem, write_manifest
+
+    folder = tmp_path / "step-000002"
+    mark_saving(folder, 2)  # a save that never finished
+    (folder / "mp_rank_00_model_states.pt").write_bytes(b"x" * 10)
+    assert "incomplete" in problem(folder)
+    write_manifest(folder, 2)
+    assert problem(folder) is None
+    (folder / "mp_rank_00_model_states.pt").write_bytes(b"y" * 10)  # same size, other bytes
+    assert "sha256 differs" in problem(folder)
