@@ -125,26 +125,26 @@ def test_train_state_loads_weights_only_and_restores_every_rng(tmp_path):
 
 
 def test_corrupt_latest_checkpoint_is_named_and_auto_resume_falls_back(tmp_path, synthetic_shards, caplog):
-    from training.checkpoint_files import CheckpointError
+    from training.checkpoint_files import CheckpointError, choose
     from training.trainer import Trainer
 
-    args = ("train.max_steps=4", "train.checkpoint_every=2", "train.keep_last=2")
+    args = ("train.max_steps=2", "train.checkpoint_every=1", "train.keep_last=2")
     Trainer(_cfg(synthetic_shards, tmp_path / "run", *args)).run()
     ckpts = tmp_path / "run" / "checkpoints"
-    assert (ckpts / "latest").read_text() == "step-000004"
-    torch.load(ckpts / "step-000004" / "train_state" / "rank-00000.pt", weights_only=True)
-    (states,) = (ckpts / "step-000004").rglob("*model_states.pt")
+    assert (ckpts / "latest").read_text() == "step-000002"
+    torch.load(ckpts / "step-000002" / "train_state" / "rank-00000.pt", weights_only=True)
+    (states,) = (ckpts / "step-000002").rglob("*model_states.pt")
     states.write_bytes(states.read_bytes()[:1000])  # a truncated copy, say
 
-    with pytest.raises(CheckpointError, match=rf"step 4\).*{states.name}: 1000 bytes"):
-        Trainer(_cfg(synthetic_shards, tmp_path / "run", *args), resume=str(ckpts / "step-000004")).run()
+    with pytest.raises(CheckpointError, match=rf"step 2\).*{states.name}: 1000 bytes"):
+        choose(ckpts, str(ckpts / "step-000002"))  # --resume <that folder>: what the trainer asks rank 0
     with caplog.at_level(logging.WARNING, logger="training.checkpoint_files"):
-        resumed = Trainer(_cfg(synthetic_shards, tmp_path / "run", "train.max_steps=6", "train.checkpoint_every=2",
-                                "train.keep_last=3"), resume="auto")
+        resumed = Trainer(_cfg(synthetic_shards, tmp_path / "run", "train.max_steps=3", "train.checkpoint_every=2"),
+                          resume="auto")
         history = resumed.run()
     warning = " ".join(r.getMessage() for r in caplog.records)
-    assert "checkpoint step 4 is unusable" in warning and str(states) in warning and "resuming from step 2" in warning
-    assert len(history) == 4 and resumed.state.step == 6  # steps 3..6 after step 2
+    assert "checkpoint step 2 is unusable" in warning and str(states) in warning and "resuming from step 1" in warning
+    assert len(history) == 2 and resumed.state.step == 3  # steps 2 and 3 after step 1
 
 
 def test_resumed_run_whose_mlflow_run_is_gone_logs_to_a_new_run(tmp_path, caplog):
