@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,21 +152,22 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
+    from infra.cli import run_cli
+
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
-    from infra.config import ConfigError
+    return run_cli("evaluation", lambda: _run(args))
+
+
+def _run(args: argparse.Namespace) -> int:
     from infra.config_tree import load
 
     overrides = list(args.overrides)
     if args.test_set:
         overrides.append(f"eval.test_set={','.join(args.test_set)}")
-    try:
-        cfg = load(args.config, overrides)
-        result = run_evaluation(cfg, pipeline_generate_fn(cfg, args.checkpoint), checkpoint=args.checkpoint,
-                                config_name=args.config)
-    except (ConfigError, ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    cfg = load(args.config, overrides)
+    result = run_evaluation(cfg, pipeline_generate_fn(cfg, args.checkpoint), checkpoint=args.checkpoint,
+                            config_name=args.config)
     print(result.table)
     if result.random_weights:
         print(f"\nNOTE: random-weight feature networks: {', '.join(result.random_weights)} "

@@ -4,7 +4,9 @@
     ray submit infra/ray/aws-cluster.yaml infra/preprocess.py -- --address auto --input s3://... --output ...
 
 Without ``--address`` an embedded single-node Ray (``preprocess.num_workers`` CPUs, loopback only) runs the job
-and is shut down at the end. Rerunning the same command resumes where it stopped.
+and is shut down at the end. Rerunning the same command resumes where it stopped. One job at a time per output
+folder; a rerun with other output-affecting settings refuses (or reprocesses, ``on_config_change=reprocess``).
+Config and input errors are printed as one line (exit status 2).
 """
 
 from __future__ import annotations
@@ -28,15 +30,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from infra.cli import run_cli
+    from preprocessing.output_dir import OutputInUse
+
+    args = parse_args(argv)
+    return run_cli("preprocess", lambda: _run(args), user_errors=(OutputInUse,))
+
+
+def _run(args: argparse.Namespace) -> int:
     from infra.config_tree import load
     from preprocessing.pipeline import InfraFailure, run
 
-    args = parse_args(argv)
     overrides = [o if o.startswith("preprocess.") else f"preprocess.{o}" for o in args.overrides]
     cfg = load(args.config, overrides).preprocess
     try:
         run(args.input, args.output, cfg, address=args.address)
-    except (InfraFailure, FileNotFoundError) as exc:
+    except InfraFailure as exc:  # not the input's fault: rerunning resumes
         print(f"[preprocess] error: {exc}", file=sys.stderr, flush=True)
         return 1
     return 0

@@ -385,6 +385,12 @@ def main(argv: list[str] | None = None) -> int:
                              "config.yaml if present, else sd15")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    from infra.cli import run_cli
+
+    return run_cli("checkpoints verify", lambda: _verify(args))
+
+
+def _verify(args: argparse.Namespace) -> int:
     cfg = _model_config(args.preset, args.folder)
     print(f"model preset: {cfg.preset} (built on the meta device)")
     modules = _meta_modules(cfg)

@@ -21,7 +21,6 @@ import argparse
 import json
 import logging
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -244,18 +243,18 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
+    from infra.cli import run_cli
+
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
-    from infra.config import ConfigError
+    return run_cli("generate", lambda: _run(args))
+
+
+def _run(args: argparse.Namespace) -> int:
     from infra.config_tree import load
 
-    try:
-        cfg = load(args.config, args.overrides)
-        path = generate(cfg, args.reference, args.audio, args.output, args.kps, args.driving_video, args.checkpoint)
-    except (InputError, ConfigError, ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(path)
+    cfg = load(args.config, args.overrides)
+    print(generate(cfg, args.reference, args.audio, args.output, args.kps, args.driving_video, args.checkpoint))
     return 0
 
 

@@ -24,6 +24,11 @@ from preprocessing import media
 
 SAMPLE_RATE = 16000
 VECTORS_PER_FRAME = 2
+# Long audio is encoded in chunks so memory does not grow with its length (wav2vec2-base needs ~16 MB per
+# audio-second in one forward): CHUNK_SECONDS of output per forward, each seeing CONTEXT_SECONDS more on both sides.
+CHUNK_SECONDS = 20.0
+CONTEXT_SECONDS = 2.0
+W2V_HOP = 320  # input samples per wav2vec2 vector (the conv front-end's total stride)
 
 
 def _model_interpolate():
@@ -76,16 +81,30 @@ def interpolate_audio_features(features: np.ndarray, num_frames: int,
 
 
 class AudioEncoder:
-    """Audio features from a local transformers folder. ``encode(audio_16k) -> (T, D)`` float32."""
+    """Audio features from a local transformers folder. ``encode(audio_16k) -> (T, D)`` float32.
 
-    def __init__(self, path: str | Path, kind: str = "wav2vec2", device: str = "cpu", mel_bins: int = 32) -> None:
+    Wav2Vec2 audio longer than ``chunk_seconds + 2 * context_seconds`` is encoded in overlapping chunks: each
+    forward sees ``context_seconds`` before and after the ``chunk_seconds`` whose vectors it keeps, and the input is
+    normalised with the whole track's mean and variance as the processor would. Peak memory is then that of one
+    such window whatever the length; the vectors differ from a single whole-track forward only through attention
+    beyond the context (tolerance in docs/preprocessing.md, test in tests/preprocessing/test_audio.py).
+    """
+
+    def __init__(self, path: str | Path, kind: str = "wav2vec2", device: str = "cpu",
+                 chunk_seconds: float = CHUNK_SECONDS, context_seconds: float = CONTEXT_SECONDS,
+                 mel_bins: int = 32) -> None:
         import torch
 
-        if kind == "mel":
+        if kind == "mel":  # a fixed transform, frame by frame: no weights, no chunking needed
             self.kind, self.device, self.path = kind, torch.device(device), "log-mel"
             self.model = LogMel(mel_bins).to(self.device)
             self.dim = mel_bins
             return
+        if chunk_seconds <= 0 or context_seconds < 0.05:
+            raise ValueError(f"audio chunks: need chunk_seconds > 0 and context_seconds >= 0.05, got "
+                             f"{chunk_seconds} and {context_seconds}")
+        self.chunk = max(1, int(chunk_seconds * SAMPLE_RATE) // W2V_HOP) * W2V_HOP
+        self.context = int(context_seconds * SAMPLE_RATE) // W2V_HOP * W2V_HOP
         path = Path(path)
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"{path}: not a transformers model folder (config.json missing)")
@@ -115,11 +134,31 @@ class AudioEncoder:
             if self.kind == "mel":
                 return self.model(torch.from_numpy(audio).to(self.device)).cpu().numpy()
             if self.kind == "wav2vec2":
-                # The processor normalises each utterance to zero mean / unit variance (do_normalize=True).
-                inputs = self.extractor(audio, sampling_rate=SAMPLE_RATE, return_tensors="pt")
-                hidden = self.model(inputs.input_values.to(self.device)).last_hidden_state
-                return hidden[0].float().cpu().numpy()
+                return self._encode_wav2vec2(audio)
             return self._encode_whisper(audio)
+
+    def _encode_wav2vec2(self, audio: np.ndarray) -> np.ndarray:
+        import torch
+
+        if self.extractor.do_normalize:  # zero mean / unit variance over the whole track, as the processor does
+            audio = self.extractor.zero_mean_unit_var_norm([audio], attention_mask=None)[0].astype(np.float32)
+
+        def forward(x: np.ndarray) -> np.ndarray:
+            hidden = self.model(torch.from_numpy(np.ascontiguousarray(x))[None].to(self.device)).last_hidden_state
+            return hidden[0].float().cpu().numpy()
+
+        if len(audio) <= self.chunk + 2 * self.context:
+            return forward(audio)
+        total = int(self.model._get_feat_extract_output_lengths(len(audio)))
+        pieces = []
+        for start in range(0, len(audio), self.chunk):  # chunk starts are whole vectors: indices line up
+            first, last = start // W2V_HOP, min((start + self.chunk) // W2V_HOP, total)
+            if first >= last:
+                break
+            lo = max(0, start - self.context)
+            hidden = forward(audio[lo:min(len(audio), start + self.chunk + self.context)])
+            pieces.append(hidden[first - lo // W2V_HOP:last - lo // W2V_HOP])
+        return np.concatenate(pieces)
 
     def _encode_whisper(self, audio: np.ndarray) -> np.ndarray:
         window = 30 * SAMPLE_RATE  # whisper's fixed input: 30 s -> 1500 vectors (50 Hz)

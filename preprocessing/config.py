@@ -1,49 +1,74 @@
-"""Preprocessing configuration (``python infra/preprocess.py``)."""
+"""Preprocessing configuration (``python infra/preprocess.py``).
+
+Each field says what it is for in its metadata: ``OUTPUT`` fields decide what a video's samples are (rerunning
+into an output made with other values would mix samples, see :func:`output_fingerprint`), ``RUNTIME`` fields only
+how the job runs (left out of ``index.json``). The others (``shard_max_bytes``, ``extra``) are recorded in the
+index without invalidating processed videos (shards are repacked on every run anyway).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
+from typing import Any
 
 from infra.config import check
+
+OUTPUT = {"affects_output": True}
+RUNTIME = {"runtime": True}
 
 
 @dataclass
 class PreprocessConfig:
-    fps: float = 25.0
-    clip_seconds: float = 4.0
-    min_clip_seconds: float = 2.0
-    crop_size: int = 512
-    face_backend: str = "yunet"  # yunet (offline default) | insightface
-    insightface_root: str = ""  # folder with models/<pack>/*.onnx
-    insightface_pack: str = "buffalo_l"
-    min_face_size: int = 64  # pixels, shorter side of the detected box
-    min_face_score: float = 0.6
-    min_valid_fraction: float = 1.0  # share of a clip's frames that must show exactly one valid face
-    detect_max_side: int = 320  # frames are downscaled to this longest side for detection (0: full size);
+    fps: float = field(default=25.0, metadata=OUTPUT)
+    clip_seconds: float = field(default=4.0, metadata=OUTPUT)
+    min_clip_seconds: float = field(default=2.0, metadata=OUTPUT)
+    crop_size: int = field(default=512, metadata=OUTPUT)
+    face_backend: str = field(default="yunet", metadata=OUTPUT)  # yunet (offline default) | insightface
+    insightface_root: str = field(default="", metadata=OUTPUT)  # folder with models/<pack>/*.onnx
+    insightface_pack: str = field(default="buffalo_l", metadata=OUTPUT)
+    min_face_size: int = field(default=64, metadata=OUTPUT)  # pixels, shorter side of the detected box
+    min_face_score: float = field(default=0.6, metadata=OUTPUT)
+    # share of a clip's frames that must show exactly one valid face
+    min_valid_fraction: float = field(default=1.0, metadata=OUTPUT)
+    # frames are downscaled to this longest side for detection (0: full size);
     # YuNet costs ~21 ms at 480 vs ~10 ms at 320 per frame; raise it for HD sources with small faces
-    smooth_window: int = 5  # frames of moving average on the face boxes before the union crop
-    kps_smooth_window: int = 1  # frames of centred moving average on the stored keypoints (1: as detected)
-    crop_margin: float = 0.6  # extra margin around the union face box, relative to its size
-    audio_encoder: str = "wav2vec2"  # wav2vec2 | whisper | mel (log-mel, no weights: the CPU preset)
-    audio_encoder_path: str = ""  # local transformers folder; empty -> tiny random encoder (tests)
-    mel_bins: int = 32  # feature width of the mel encoder (= model.audio_embed_dim)
-    require_audio: bool = False  # False: keep video-only clips with has_audio=false
-    reject_silence: bool = True  # a clip whose audio is below silence_db is rejected ("silence")
-    silence_db: float = -50.0  # dBFS (RMS over the clip)
-    crf: int = 18  # h264 quality of the crops
-    encode_preset: str = "veryfast"  # libx264 preset (speed vs size at a fixed crf): 11.5 ms vs 28 ms (medium) per 512² frame
-    precompute_latents: bool = False
-    vae_path: str = ""
+    detect_max_side: int = field(default=320, metadata=OUTPUT)
+    smooth_window: int = field(default=5, metadata=OUTPUT)  # frames of moving average on the face boxes before the crop
+    # frames of centred moving average on the stored keypoints (1: as detected)
+    kps_smooth_window: int = field(default=1, metadata=OUTPUT)
+    crop_margin: float = field(default=0.6, metadata=OUTPUT)  # extra margin around the union face box, relative to it
+    # wav2vec2 | whisper | mel (log-mel, no weights: the CPU preset)
+    audio_encoder: str = field(default="wav2vec2", metadata=OUTPUT)
+    # local transformers folder; empty -> tiny random encoder (tests)
+    audio_encoder_path: str = field(default="", metadata=OUTPUT)
+    mel_bins: int = field(default=32, metadata=OUTPUT)  # feature width of the mel encoder (= model.audio_embed_dim)
+    require_audio: bool = field(default=False, metadata=OUTPUT)  # False: keep video-only clips with has_audio=false
+    # a clip whose audio is below silence_db is rejected ("silence")
+    reject_silence: bool = field(default=True, metadata=OUTPUT)
+    silence_db: float = field(default=-50.0, metadata=OUTPUT)  # dBFS (RMS over the clip)
+    crf: int = field(default=18, metadata=OUTPUT)  # h264 quality of the crops
+    # libx264 preset (speed vs size at a fixed crf): 11.5 ms vs 28 ms (medium) per 512² frame
+    encode_preset: str = field(default="veryfast", metadata=OUTPUT)
+    precompute_latents: bool = field(default=False, metadata=OUTPUT)
+    vae_path: str = field(default="", metadata=OUTPUT)
     shard_max_bytes: int = 1_000_000_000
-    num_workers: int = 1  # Ray CPUs of an embedded cluster and size of each model actor pool
-    use_gpu: bool = False  # model actors ask for actor_num_gpus GPUs each
-    actor_num_cpus: float = 0.25  # logical CPUs reserved per model actor (they idle between batches)
-    actor_num_gpus: float = 0.5  # per model actor when use_gpu
-    task_num_cpus: float = 0.5  # per decode / crop+encode / write task
-    max_clips_in_flight: int = 0  # backpressure: clips submitted but not finished (0: 4 x num_workers)
-    max_retries: int = 3  # Ray retries of a failed task / restarts of a dead actor
-    ray_temp_dir: str = ""  # embedded Ray's temp dir (short path: unix sockets); empty -> /tmp/vexray-<pid>
-    progress_every_s: float = 10.0  # period of the progress line
+    # Ray CPUs of an embedded cluster and size of each model actor pool
+    num_workers: int = field(default=1, metadata=RUNTIME)
+    use_gpu: bool = field(default=False, metadata=RUNTIME)  # model actors ask for actor_num_gpus GPUs each
+    # logical CPUs reserved per model actor (they idle between batches)
+    actor_num_cpus: float = field(default=0.25, metadata=RUNTIME)
+    actor_num_gpus: float = field(default=0.5, metadata=RUNTIME)  # per model actor when use_gpu
+    task_num_cpus: float = field(default=0.5, metadata=RUNTIME)  # per decode / crop+encode / write task
+    # backpressure: clips submitted but not finished (0: 4 x num_workers)
+    max_clips_in_flight: int = field(default=0, metadata=RUNTIME)
+    max_retries: int = field(default=3, metadata=RUNTIME)  # Ray retries of a failed task / restarts of a dead actor
+    # embedded Ray's temp dir (short path: unix sockets); empty -> /tmp/vexray-<pid>
+    ray_temp_dir: str = field(default="", metadata=RUNTIME)
+    progress_every_s: float = field(default=10.0, metadata=RUNTIME)  # period of the progress line
+    # rerun into an output made with other OUTPUT fields: "error" (refuse, naming them) | "reprocess" (redo
+    # every video processed with other values; the shards and index are rebuilt)
+    on_config_change: str = field(default="error", metadata=RUNTIME)
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -69,3 +94,21 @@ class PreprocessConfig:
               "actor_num_cpus must be >= 0 and task_num_cpus > 0")
         check(self.max_retries >= 0, "preprocess.max_retries", "must be >= 0")
         check(self.min_face_size >= 0, "preprocess.min_face_size", "must be >= 0")
+        check(self.on_config_change in ("error", "reprocess"), "preprocess.on_config_change",
+              f"must be error|reprocess, got {self.on_config_change!r}")
+
+
+def output_fingerprint(cfg: PreprocessConfig) -> dict[str, Any]:
+    """What decides a video's samples: every field declared ``OUTPUT`` (as ``preprocess.<name>``) and the shard
+    format version. Equal fingerprints mean a processed video can be reused as it is."""
+    from preprocessing.shards import FORMAT_VERSION
+
+    out: dict[str, Any] = {f"preprocess.{f.name}": getattr(cfg, f.name) for f in dataclasses.fields(cfg)
+                           if f.metadata.get("affects_output")}
+    out["shard format_version"] = FORMAT_VERSION
+    return out
+
+
+def index_config(cfg: PreprocessConfig) -> dict[str, Any]:
+    """The config recorded in ``index.json``: every field but the ``RUNTIME`` ones."""
+    return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if not f.metadata.get("runtime")}

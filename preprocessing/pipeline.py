@@ -11,9 +11,11 @@ Stages (docs/preprocessing.md has the picture):
   shards; one ``write_shard`` task per shard (atomic); then ``rejected.jsonl`` and ``index.json``.
 
 Backpressure: at most ``max_clips_in_flight`` clips and ``num_workers + 1`` probed videos are in the system.
-Resuming: committed videos and finished shards are skipped; the index only depends on the inputs and config,
-so a resumed run writes the same index as an uninterrupted one. Ray retries tasks of dead workers and restarts
-dead actors (``max_retries``); commits are idempotent (same name, same bytes), so nothing is lost or duplicated.
+Resuming: committed videos (recorded with the current output fingerprint) and finished shards are skipped; the
+index only depends on the inputs and config, so a resumed run writes the same index as an uninterrupted one. Ray
+retries tasks of dead workers and restarts dead actors (``max_retries``); commits are idempotent (same name, same
+bytes), so nothing is lost or duplicated. The driver holds the output's lock, refuses a changed output config and
+keeps byte-identical inputs once (``preprocessing.output_dir``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import glob as globlib
 import json
 import logging
 import os
+import re
 import shutil
 import time
 from collections import deque
@@ -31,15 +34,12 @@ from typing import Any
 
 import numpy as np
 
-from preprocessing import shards, stages
-from preprocessing.config import PreprocessConfig
+from preprocessing import output_dir, shards, stages
+from preprocessing.config import PreprocessConfig, index_config, output_fingerprint
 
 log = logging.getLogger("preprocess")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 _SKIP_SUFFIXES = {".json", ".jsonl", ".md"}  # sidecar files in an input folder are not inputs
-# Config fields that change how the job runs, not what it writes: left out of index.json.
-RUNTIME_FIELDS = {"num_workers", "use_gpu", "actor_num_cpus", "actor_num_gpus", "task_num_cpus",
-                  "max_clips_in_flight", "max_retries", "ray_temp_dir", "progress_every_s"}
 CRASH_ONCE_ENV = "VEXPRESS_PREPROCESS_CRASH_ONCE"  # tests: a folder; the first crop_encode task kills its worker
 
 
@@ -183,6 +183,7 @@ def probe_task(source: str, cfg: PreprocessConfig, cache_dir: str) -> tuple[dict
     plan, audio = stages.probe_video(local, cfg)
     if isinstance(plan, stages.Rejection):
         return {"rejection": plan.as_dict()}, None
+    plan.content_sha256 = shards.file_sha256(local)  # the same file under two names is processed once
     return {"plan": plan, "local": local}, audio
 
 
@@ -205,8 +206,9 @@ def crop_encode_task(plan, span, frames, detections, audio, audio_features, cfg,
     return summary, {"sample": sample, "crops": crops if cfg.precompute_latents else None}
 
 
-def commit_task(work_dir: str, plan: stages.VideoPlan, *payloads: dict) -> dict:
-    """Write one video's samples (tar) and record (json) atomically; the json is the 'done' marker."""
+def commit_task(work_dir: str, plan: stages.VideoPlan, fingerprint: str, *payloads: dict) -> dict:
+    """Write one video's samples (tar) and record (json) atomically; the json is the 'done' marker (for the
+    output fingerprint it records)."""
     samples = [p["sample"] for p in payloads if "sample" in p]
     rejected = [p["rejection"] for p in payloads if "rejection" in p]
     vdir = Path(work_dir)
@@ -218,8 +220,10 @@ def commit_task(work_dir: str, plan: stages.VideoPlan, *payloads: dict) -> dict:
                      "num_frames": json.loads(s["json"])["num_frames"],
                      "seconds": round(json.loads(s["json"])["num_frames"] / plan.fps, 6),
                      "has_audio": json.loads(s["json"])["has_audio"]} for s in samples],
-        "rejected": rejected,
+        "rejected": rejected, "fingerprint": fingerprint, "content_sha256": plan.content_sha256,
     }
+    if not samples:
+        (vdir / f"{plan.video_id}.tar").unlink(missing_ok=True)  # samples of an earlier config
     shards.write_json_atomic(vdir / f"{plan.video_id}.json", record)
     return {"video_id": plan.video_id, "kept": len(samples), "rejected": len(rejected), "seconds": plan.duration_s}
 
@@ -257,6 +261,29 @@ def is_infra_error(exc: BaseException) -> bool:
         exc = getattr(exc, "cause", None) if isinstance(exc, E.RayTaskError) else None
         seen += 1
     return False
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_FRAME = re.compile(r'File "([^"]+)", line (\d+), in (\S+)')
+
+
+def describe_error(exc: BaseException, limit: int = 500) -> str:
+    """One plain-text line for an exception raised in a task: the root cause (type and message, not Ray's
+    wrapper, no ANSI colour codes) and where it was raised."""
+    from ray import exceptions as E
+
+    where = ""
+    for _ in range(10):  # a task whose input came from a failed task nests one RayTaskError per hop
+        if not isinstance(exc, E.RayTaskError) or getattr(exc, "cause", None) is None or exc.cause is exc:
+            break
+        frames = _FRAME.findall(_ANSI.sub("", str(exc)))
+        if frames:
+            path, line, func = frames[-1]
+            where = f" (at {'/'.join(Path(path).parts[-2:])}:{line} in {func})"
+        exc = exc.cause
+    text = " ".join(_ANSI.sub("", str(exc)).split())
+    message = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return message[:limit - len(where)] + where
 
 
 class InfraFailure(RuntimeError):
@@ -308,6 +335,27 @@ class Preprocessor:
         self.video_dir.mkdir(parents=True, exist_ok=True)
         self.attempts: dict[str, int] = {}
         self.failed: dict[str, str] = {}
+        self.fingerprint = output_dir.fingerprint_id(output_fingerprint(cfg))
+        self.content_owner: dict[str, dict] = {}  # content sha256 -> the record of the first video id seen with it
+
+    def record(self, source: str) -> dict | None:
+        """The video's record when it was processed with the current output fingerprint, else None (to do)."""
+        path = self.video_dir / f"{shards.video_id_for(source)}.json"
+        if not path.is_file():
+            return None
+        rec = json.loads(path.read_text())
+        return rec if rec.get("fingerprint") == self.fingerprint else None
+
+    def _claim_content(self, rec: dict) -> dict | None:
+        """Note ``rec``'s content hash; returns the record of a video with a smaller id and the same content."""
+        sha = rec.get("content_sha256")
+        if not sha:
+            return None
+        owner = self.content_owner.get(sha)
+        if owner is not None and owner["video_id"] < rec["video_id"]:
+            return owner
+        self.content_owner[sha] = rec
+        return None
 
     # --- model folders: a configured local folder, or a tiny random model saved once under work/
     def audio_path(self) -> tuple[str, str]:
@@ -360,7 +408,13 @@ class Preprocessor:
         import ray
 
         c = self.cfg
-        todo = [s for s in sources if not (self.video_dir / f"{shards.video_id_for(s)}.json").exists()]
+        todo = []
+        for s in sources:
+            rec = self.record(s)
+            if rec is None:
+                todo.append(s)
+            else:
+                self._claim_content(rec)
         progress = Progress(len(sources), c.progress_every_s)
         progress.videos = len(sources) - len(todo)
         if not todo:
@@ -412,10 +466,9 @@ class Preprocessor:
                         ray.get(ref)
                     except Exception as exc:
                         if is_infra_error(exc):
-                            video.failed = f"{type(exc).__name__}: {exc}"[:300]
+                            video.failed = describe_error(exc, 300)
                         else:  # the input made our code fail: reject that clip with the error, go on
-                            rej = stages.Rejection(video.plan.source, "error", f"{type(exc).__name__}: {exc}"[:500],
-                                                   span_index)
+                            rej = stages.Rejection(video.plan.source, "error", describe_error(exc), span_index)
                             video.payloads[span_index] = ray.put({"rejection": rej.as_dict()})
                     if video.done == len(video.plan.spans):
                         del active[vid]
@@ -423,7 +476,8 @@ class Preprocessor:
                             self._retry(video.plan.source, video.failed, pending)
                             continue
                         payloads = [video.payloads[i] for i in range(len(video.plan.spans))]
-                        commits[r["commit"].remote(str(self.video_dir), video.plan, *payloads)] = video.plan.source
+                        commits[r["commit"].remote(str(self.video_dir), video.plan, self.fingerprint,
+                                                   *payloads)] = video.plan.source
                 else:
                     src = commits.pop(ref)
                     try:
@@ -431,7 +485,7 @@ class Preprocessor:
                     except Exception as exc:
                         if not is_infra_error(exc):
                             raise
-                        self._retry(src, f"{type(exc).__name__}: {exc}"[:300], pending)
+                        self._retry(src, describe_error(exc, 300), pending)
                         continue
                     progress.add(res["kept"], res["rejected"], res["seconds"])
             progress.maybe_print()
@@ -464,25 +518,34 @@ class Preprocessor:
             meta = ray.get(ref)
         except Exception as exc:
             if is_infra_error(exc):
-                self._retry(src, f"{type(exc).__name__}: {exc}"[:300], pending)
+                self._retry(src, describe_error(exc, 300), pending)
                 return
-            meta = {"rejection": stages.Rejection(src, "error", f"{type(exc).__name__}: {exc}"[:500]).as_dict()}
+            meta = {"rejection": stages.Rejection(src, "error", describe_error(exc)).as_dict()}
         if "rejection" in meta:
             vid = shards.video_id_for(src)
             shards.write_json_atomic(self.video_dir / f"{vid}.json",
                                      {"source": src, "video_id": vid, "duration_s": 0.0, "samples": [],
-                                      "rejected": [meta["rejection"]]})
+                                      "rejected": [meta["rejection"]], "fingerprint": self.fingerprint})
             progress.add(0, 1, 0.0)
             return
         plan = meta["plan"]
+        rec = {"source": plan.source, "video_id": plan.video_id, "duration_s": plan.duration_s, "samples": [],
+               "fingerprint": self.fingerprint, "content_sha256": plan.content_sha256}
+        keeper = self._claim_content(rec)
+        if keeper is not None:  # a copy of a video already seen: not processed again (resolve_duplicates reports it)
+            rec["rejected"] = [output_dir.duplicate_rejection(rec, keeper)]
+            shards.write_json_atomic(self.video_dir / f"{plan.video_id}.json", rec)
+            progress.add(0, 1, 0.0)
+            return
         active[plan.video_id] = _Video(plan, meta["local"], audio_ref)
 
     def write_shards(self, sources: list[str]) -> dict:
         """Pack every committed sample into shards (skipping finished ones) and write the index."""
         import ray
 
-        records = [json.loads((self.video_dir / f"{shards.video_id_for(s)}.json").read_text())
-                   for s in sorted(sources, key=shards.video_id_for)]
+        ordered = sorted(sources, key=shards.video_id_for)
+        records = output_dir.resolve_duplicates(  # byte-identical inputs: the first video id keeps the samples
+            [json.loads((self.video_dir / f"{shards.video_id_for(s)}.json").read_text()) for s in ordered])
         sample_info = {s["key"]: (rec["video_id"], s) for rec in records for s in rec["samples"]}
         plan = shards.pack_shards([(s["key"], s["bytes"]) for rec in records for s in rec["samples"]],
                                   self.cfg.shard_max_bytes)
@@ -493,16 +556,20 @@ class Preprocessor:
         for i, keys in enumerate(plan):
             name = shards.SHARD_PATTERN.format(i)
             done = done_dir / f"{name}.json"
-            if done.exists() and (shard_dir / name).exists() and json.loads(done.read_text())["keys"] == keys:
-                results[i] = json.loads(done.read_text())["result"]
-                continue
+            contents = [sample_info[k][1]["sha256"] for k in keys]  # the same keys may hold reprocessed samples
+            if done.exists() and (shard_dir / name).exists():
+                marker = json.loads(done.read_text())
+                if marker["keys"] == keys and marker.get("samples") == contents:
+                    results[i] = marker["result"]
+                    continue
             tars = sorted({str(self.video_dir / f"{sample_info[k][0]}.tar") for k in keys})
             results[i] = write.remote(str(shard_dir / name), keys, tars)
         pending = {ref: i for i, ref in results.items() if isinstance(ref, ray.ObjectRef)}
         for ref, i in pending.items():
             results[i] = ray.get(ref)
             shards.write_json_atomic(done_dir / f"{shards.SHARD_PATTERN.format(i)}.json",
-                                     {"keys": plan[i], "result": results[i]})
+                                     {"keys": plan[i], "result": results[i],
+                                      "samples": [sample_info[k][1]["sha256"] for k in plan[i]]})
         for stale in shard_dir.glob("shard-*.tar*"):  # leftovers of an interrupted run with another plan
             if stale.name not in {shards.SHARD_PATTERN.format(i) for i in range(len(plan))}:
                 stale.unlink()
@@ -529,8 +596,7 @@ class Preprocessor:
                   "hours": round(sum(s["seconds"] for s in sample_rows) / 3600, 6),
                   "source_hours": round(sum(r["duration_s"] for r in records) / 3600, 6),
                   "bytes": sum(s["bytes"] for s in shard_rows)}
-        config = {k: v for k, v in dataclasses.asdict(self.cfg).items() if k not in RUNTIME_FIELDS}
-        index = shards.build_index(config, shard_rows, sample_rows, totals)
+        index = shards.build_index(index_config(self.cfg), shard_rows, sample_rows, totals)
         shards.write_json_atomic(self.output / "index.json", index)
         return index
 
@@ -585,21 +651,23 @@ def run(inputs: str, output: str | Path, cfg: PreprocessConfig, address: str | N
     """The whole job. Returns the index dict (also written to ``<output>/index.json``)."""
     import ray
 
-    output = Path(output).resolve()
-    sources = sorted(list_inputs(inputs), key=shards.video_id_for)
-    if not sources:
-        raise FileNotFoundError(f"--input {inputs!r}: no input files")
-    print(f"[preprocess] {len(sources)} inputs -> {output} (workers={cfg.num_workers}, backend={cfg.face_backend})",
-          flush=True)
-    job = Preprocessor(cfg, output)
-    temp = init_ray(cfg, address)
-    try:
-        job.process_videos(sources)
-        index = job.write_shards(sources)
-    finally:
-        ray.shutdown()
-        if temp:
-            shutil.rmtree(temp, ignore_errors=True)
+    output = output_dir.prepare_output(output)
+    with output_dir.OutputLock(output):  # one job per output folder
+        sources = sorted(list_inputs(inputs), key=shards.video_id_for)
+        if not sources:
+            raise FileNotFoundError(f"--input {inputs!r}: no input files")
+        output_dir.check_config(output, cfg)  # never mix samples of two configs
+        print(f"[preprocess] {len(sources)} inputs -> {output} (workers={cfg.num_workers}, "
+              f"backend={cfg.face_backend})", flush=True)
+        job = Preprocessor(cfg, output)
+        temp = init_ray(cfg, address)
+        try:
+            job.process_videos(sources)
+            index = job.write_shards(sources)
+        finally:
+            ray.shutdown()
+            if temp:
+                shutil.rmtree(temp, ignore_errors=True)
     t = index["totals"]
     print(f"[preprocess] done: {t['samples']} samples in {t['shards']} shards ({t['hours']:.3f} h), "
           f"{t['rejected']} rejected -> {output / 'index.json'}", flush=True)

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from fractions import Fraction
 from typing import Any
 
-import av
 import cv2
 import numpy as np
 
@@ -42,6 +40,7 @@ class VideoPlan:
     source_fps: float
     has_audio: bool
     spans: list[clips.ClipSpan] = field(default_factory=list)
+    content_sha256: str = ""  # of the input file (duplicates under other names are kept once)
 
 
 def probe_video(source: str, cfg: PreprocessConfig) -> tuple[VideoPlan | Rejection, np.ndarray | None]:
@@ -60,7 +59,8 @@ def probe_video(source: str, cfg: PreprocessConfig) -> tuple[VideoPlan | Rejecti
     audio = None
     if info.has_audio:
         try:
-            audio = media.read_audio(source, sample_rate=SAMPLE_RATE)
+            # Sample 0 is shown with the first video frame (stream start times and edit lists honoured).
+            audio = media.read_audio(source, sample_rate=SAMPLE_RATE, start_s=info.start_s)
         except media.MediaError as exc:
             if cfg.require_audio:
                 return Rejection(source, "unreadable_audio", str(exc)), None
@@ -90,45 +90,9 @@ def looks_like_media(path: str) -> bool:
 
 
 def decode_clip(source: str, start_s: float, num_frames: int, fps: float) -> np.ndarray:
-    """Frames ``start_s + i / fps`` (i < num_frames) as RGB uint8, by nearest preceding timestamp (the frame a
-    player shows), seeking to the keyframe before ``start_s``. A truncated file returns fewer frames."""
-    wanted = start_s + np.arange(num_frames) / fps
-    out: list[np.ndarray] = []
-    try:
-        with av.open(source) as c:
-            stream = c.streams.video[0]
-            stream.thread_type = "AUTO"
-            t0 = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
-            if start_s > 0:
-                c.seek(int((t0 + start_s) / stream.time_base), stream=stream, backward=True, any_frame=False)
-            prev = None
-            prev_rgb = None
-            i = 0
-            for frame in c.decode(stream):
-                if frame.time is None:
-                    continue
-                t = float(frame.time) - t0
-                while i < num_frames and wanted[i] + 1e-6 < t:
-                    src = prev if prev is not None else frame
-                    if prev_rgb is None or src is not prev:
-                        prev_rgb = src.to_ndarray(format="rgb24")
-                    out.append(prev_rgb)
-                    i += 1
-                if i >= num_frames:
-                    break
-                prev, prev_rgb = frame, None
-                last_t = t
-            if prev is not None and i < num_frames:
-                # Frames after the last decoded one: show it while within its display duration.
-                dur = float(Fraction(1) / stream.average_rate) if stream.average_rate else 1.0 / fps
-                rgb = prev.to_ndarray(format="rgb24")
-                while i < num_frames and wanted[i] < last_t + dur - 1e-6:
-                    out.append(rgb)
-                    i += 1
-    except (av.error.FFmpegError, OSError, ValueError) as exc:
-        if not out:
-            raise media.MediaError(f"{source}: cannot decode video at {start_s:.2f}s ({exc})") from exc
-    return np.stack(out) if out else np.zeros((0, 0, 0, 3), np.uint8)
+    """Frames ``start_s + i / fps`` (i < num_frames), upright RGB uint8, with :func:`media.read_frames` (seeks to
+    the keyframe before ``start_s``). A truncated file returns fewer frames, a span after the video none."""
+    return media.read_frames(source, fps=fps, start_s=start_s, num_frames=num_frames)
 
 
 def detection_scale(height: int, width: int, max_side: int) -> float:
@@ -139,6 +103,8 @@ def detection_scale(height: int, width: int, max_side: int) -> float:
 def detect_faces(backend: Any, frames: np.ndarray, max_side: int) -> list[np.ndarray]:
     """Per frame an array ``(k, 19)``: box xyxy, score, 5 kps (x, y), lip box xyxy (NaN when the backend has no
     lip landmarks), in source pixels."""
+    if len(frames) == 0:  # a span past the end of the video: crop_and_encode rejects it as truncated
+        return []
     scale = detection_scale(frames.shape[1], frames.shape[2], max_side)
     if scale < 1.0:
         size = (max(1, round(frames.shape[2] * scale)), max(1, round(frames.shape[1] * scale)))

@@ -18,6 +18,9 @@ class DataConfig:
     seed: int = 0
     use_latents: bool = True  # use the shards' precomputed latents when present (else VAE-encode frames)
     resample: bool = True  # endless: a new seeded shard order every epoch
+    # check local shards against the sha256 in their index.json before use (a damaged one is read sample by
+    # sample, dropping and counting the samples that do not match; training/shard_check.py)
+    verify_checksums: bool = True
 
     def __post_init__(self) -> None:
         check(self.num_frames >= 1, "data.num_frames", "must be >= 1")
@@ -53,6 +56,7 @@ class TrainConfig:
     precision: str = "auto"  # auto: bf16 on GPU, fp32 on CPU
     checkpoint_every: int = 5
     keep_last: int = 2
+    checkpoint_checksums: bool = True  # sha256 of every checkpoint file in its checkpoint.json (sizes always)
     validate_every: int = 0
     seed: int = 42
     engine: str = "deepspeed"  # deepspeed | torch (plain PyTorch: benchmark comparison only)

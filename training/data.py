@@ -3,7 +3,7 @@
     shard list (index.json / brace pattern / URLs)
       -> endless epochs, each a seeded shard permutation
       -> split by rank -> split by worker          (shards; or samples when there are fewer shards than readers)
-      -> tar -> samples                            (warn-and-skip on a broken tar)
+      -> tar -> samples                            (verified against index.json; warn-and-skip on a broken tar)
       -> seeded block shuffle of the *encoded* samples, resumable at any position
       -> tolerant decode (warn-and-skip)  -> [stage II/III: drop samples with has_audio=false]
       -> training example (frames or latents (+ posterior std), reference, V-Kps, lip mask, flip, audio windows)
@@ -36,6 +36,7 @@ import webdataset as wds
 from model.config import ModelConfig
 from preprocessing.latents import resize_frames
 from training.config import DataConfig
+from training.shard_check import VerifiedTarSamples, records_for_spec, shard_file
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +76,7 @@ def _shards_from_index(folder: Path) -> list[str]:
     paths = []
     for shard in index.get("shards", []):
         name = shard["name"]
-        candidates = [folder / name, folder / "shards" / name]
-        found = next((p for p in candidates if p.is_file()), None)
+        found = shard_file(folder, name)
         if found is None:
             raise ValueError(f"{index_path}: shard {name!r} not found under {folder}")
         if shard.get("num_samples", 1) > 0:
@@ -416,7 +416,7 @@ def build_pipeline(data: DataConfig, model: ModelConfig, stage: int, batch_size:
     urls = urls if urls is not None else list_shards(data.shards)
     stages: list[Any] = [
         EndlessShards(urls, data.seed, reader, data.resample),
-        wds.tarfile_to_samples(handler=wds.warn_and_continue),
+        VerifiedTarSamples(records_for_spec(data.shards) if data.verify_checksums else {}),  # tar -> samples
         split_samples(reader, len(urls)),
         block_shuffle(data.shuffle_buffer, data.seed, reader),
         tolerant_decode,

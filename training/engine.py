@@ -311,7 +311,7 @@ class TorchEngine:
                     "scheduler": self.scheduler.state_dict(), "micro": self.micro}, folder / "torch_engine.pt")
 
     def load(self, root: Path, tag: str) -> None:
-        state = torch.load(Path(root) / tag / "torch_engine.pt", weights_only=False)
+        state = torch.load(Path(root) / tag / "torch_engine.pt", weights_only=True)
         self.module.load_state_dict(state["module"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

@@ -1,6 +1,8 @@
 """Train one stage: ``deepspeed training/run.py --config configs/tiny/stage1.yaml [key=value ...] [--resume auto]``.
 
 Also runs as a plain single process (``python training/run.py ...``) for debugging: a world of one.
+Config and input errors (a missing ``data.shards``, a file as ``train.output_dir``, an unusable checkpoint) are
+printed as one line, exit status 2, before DeepSpeed starts where they can be checked up front.
 """
 
 from __future__ import annotations
@@ -24,8 +26,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from infra.cli import run_cli
+
     args = parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    return run_cli("training", lambda: _train(args))
+
+
+def _train(args: argparse.Namespace) -> int:
     from infra.config_tree import load
     from training.trainer import Trainer
 

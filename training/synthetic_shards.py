@@ -16,7 +16,7 @@ def write_synthetic_shards(out: Path, clips: int = 6, frames: int = 16, size: in
                            seed: int = 0) -> Path:
     """Moving-square clips with keypoints, mouth boxes, audio features and (optionally) latents."""
     from preprocessing.media import encode_mp4_bytes, wav_bytes
-    from preprocessing.shards import FORMAT_VERSION, encode_sample, write_tar
+    from preprocessing.shards import FORMAT_VERSION, encode_sample, file_sha256, sample_sha256, write_tar
 
     rng = np.random.default_rng(seed)
     samples, index_samples = [], []
@@ -46,12 +46,14 @@ def write_synthetic_shards(out: Path, clips: int = 6, frames: int = 16, size: in
         key = f"syn{c}_c0000"
         samples.append(encode_sample(key, meta, encode_mp4_bytes(video, 25), kps, mouth, wav=wav,
                                      audio_features=audio, latents=latents, lips=lips, latents_std=latents_std))
-        index_samples.append({"key": key, "num_frames": frames, "has_audio": has_audio})
+        index_samples.append({"key": key, "num_frames": frames, "has_audio": has_audio,
+                              "shard": f"shard-{c // per_shard:06d}.tar", "sha256": sample_sha256(samples[-1])})
     shards = []
     for i in range(0, clips, per_shard):
         name = f"shard-{i // per_shard:06d}.tar"
-        write_tar(out / "shards" / name, samples[i:i + per_shard])
-        shards.append({"name": name, "num_samples": len(samples[i:i + per_shard])})
+        path = write_tar(out / "shards" / name, samples[i:i + per_shard])
+        shards.append({"name": name, "num_samples": len(samples[i:i + per_shard]), "bytes": path.stat().st_size,
+                       "sha256": file_sha256(path)})
     (out / "index.json").write_text(json.dumps({"format_version": FORMAT_VERSION, "shards": shards,
                                                 "samples": index_samples, "totals": {}}))
     return out

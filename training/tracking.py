@@ -3,7 +3,8 @@
 The parent run is found (or created) by the tag ``vexpress.parent`` = ``tracking.parent_run`` (default: the
 name of the output root, e.g. ``tiny`` for ``runs/tiny/stage1``), so stage I, II and III of one experiment
 land under one parent. The child run id is written to ``<output_dir>/mlflow_run.json`` so ``--resume`` keeps
-logging into the same child run. Default tracking URI: ``sqlite:///<output root>/mlflow.db``, artifacts in
+logging into the same child run (a new one, with a warning, when that run was deleted or the store no longer
+has it). Default tracking URI: ``sqlite:///<output root>/mlflow.db``, artifacts in
 ``<output root>/mlartifacts``; any MLflow server URI works.
 """
 
@@ -71,10 +72,14 @@ class Tracker:
         self.parent_id = self._parent(experiment_id)
         self.client.update_run(self.parent_id, status="RUNNING")
         if resume and self.run_file.is_file():
-            self.run_id = json.loads(self.run_file.read_text())["run_id"]
-            self.client.update_run(self.run_id, status="RUNNING")
-            log.info("MLflow: resuming child run %s", self.run_id)
-            return
+            run_id = json.loads(self.run_file.read_text())["run_id"]
+            if self._run_exists(run_id):
+                self.run_id = run_id
+                self.client.update_run(self.run_id, status="RUNNING")
+                log.info("MLflow: resuming child run %s", self.run_id)
+                return
+            log.warning("MLflow: run %s (from %s) no longer exists in %s; logging the resumed training to a new run",
+                        run_id, self.run_file, self.uri)
         stage = self.cfg.train.stage
         tags = {"mlflow.parentRunId": self.parent_id, "vexpress.stage": str(stage), **self.cfg.tracking.tags}
         run = self.client.create_run(experiment_id, run_name=self.cfg.tracking.run_name or f"stage{stage}", tags=tags)
@@ -85,6 +90,15 @@ class Tracker:
         self.log_params(flatten(self.cfg))
         log.info("MLflow: experiment %s, parent %s, child run %s (%s)", self.cfg.tracking.experiment,
                  self.parent_id, self.run_id, self.uri)
+
+    def _run_exists(self, run_id: str) -> bool:
+        """False for a run deleted in the UI or a tracking store that no longer has it (e.g. a new database)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.get_run(run_id).info.lifecycle_stage != "deleted"
+        except MlflowException:
+            return False
 
     def log_params(self, params: dict[str, Any]) -> None:
         if not self.enabled:

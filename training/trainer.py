@@ -29,6 +29,8 @@ import torch
 from torch import nn
 
 from infra.config import save_config
+from training import checkpoint_files
+from training.checkpoint_files import LATEST, load_train_state, rng_states, set_rng_states
 from training.data import DataPosition, make_loader
 from training.engine import Engine, build_engine, device, init_distributed
 from training.losses import LossTerms, diffusion_loss
@@ -36,7 +38,6 @@ from training.step import VExpressTrainModule, make_step_inputs
 from training.tracking import Tracker
 
 log = logging.getLogger(__name__)
-LATEST = "latest"
 
 
 def step_tag(step: int) -> str:
@@ -54,16 +55,18 @@ class TrainState:
     generator: torch.Generator = field(default_factory=torch.Generator)  # noise, timesteps, dropout
 
     def state_dict(self) -> dict[str, Any]:
+        """Tensors and plain types only: the file loads with ``torch.load(weights_only=True)``."""
         return {"step": self.step, "samples": self.samples, "data": self.data.state_dict(),
-                "generator": self.generator.get_state(), "python_rng": random.getstate(),
-                "numpy_rng": np.random.get_state(), "torch_rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+                "generator": self.generator.get_state(), "rng": rng_states()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step, self.samples = state["step"], state["samples"]
         self.data = DataPosition.from_state_dict(state["data"])
         self.generator.set_state(state["generator"])
-        random.setstate(state["python_rng"])
+        if "rng" in state:
+            set_rng_states(state["rng"])
+            return
+        random.setstate(state["python_rng"])  # the layout before RNG states were stored as tensors
         np.random.set_state(state["numpy_rng"])
         torch.set_rng_state(state["torch_rng"])
         if state.get("cuda_rng") is not None and torch.cuda.is_available():
@@ -140,6 +143,9 @@ class Trainer:
 
     # -------------------------------------------------------------------------------- setup
     def setup(self) -> None:
+        from training.preflight import check_inputs
+
+        check_inputs(self.cfg, self.resume)  # wrong paths fail here, before DeepSpeed starts
         self.rank, self.world = init_distributed()
         self.is_main = self.rank == 0
         self.device = device()
@@ -289,6 +295,8 @@ class Trainer:
     def save_checkpoint(self) -> Path:
         tag = step_tag(self.state.step)
         folder = self.ckpt_root / tag
+        if self.is_main:  # a folder being rewritten (a resumed run saving the same step again) is not resumable
+            checkpoint_files.mark_saving(folder, self.state.step)
         self.engine.save(self.ckpt_root, tag)
         (folder / "train_state").mkdir(parents=True, exist_ok=True)
         torch.save(self.state.state_dict(), folder / "train_state" / f"rank-{self.rank:05d}.pt")
@@ -296,6 +304,7 @@ class Trainer:
         _barrier()
         if self.is_main:
             save_config(self.cfg, folder / "config.yaml")
+            checkpoint_files.write_manifest(folder, self.state.step, self.cfg.train.checkpoint_checksums)
             tmp = self.ckpt_root / f".{LATEST}.tmp"
             tmp.write_text(tag)
             os.replace(tmp, self.ckpt_root / LATEST)
@@ -317,20 +326,18 @@ class Trainer:
             shutil.rmtree(old, ignore_errors=True)
 
     def restore_checkpoint(self) -> bool:
-        latest = self.ckpt_root / LATEST
-        if self.resume != "auto":
-            tag = Path(self.resume).name
-            self.ckpt_root = Path(self.resume).parent
-        elif latest.is_file():
-            tag = latest.read_text().strip()
-        else:
+        # A checkpoint whose files differ from its manifest is refused (explicit folder) or skipped for the
+        # previous one (auto), by rank 0 for every rank.
+        found = checkpoint_files.choose_on_rank0(self.ckpt_root, self.resume, self.is_main)
+        if found is None:
             self._log(f"--resume auto: no checkpoint under {self.ckpt_root}, starting fresh")
             return False
-        self.engine.load(self.ckpt_root, tag)
+        self.ckpt_root, tag = found
         state_file = self.ckpt_root / tag / "train_state" / f"rank-{self.rank:05d}.pt"
         if not state_file.is_file():
             raise FileNotFoundError(f"{state_file}: missing; was the checkpoint written with a different world size?")
-        self.state.load_state_dict(torch.load(state_file, weights_only=False))
+        self.engine.load(self.ckpt_root, tag)
+        self.state.load_state_dict(load_train_state(state_file))
         self._log(f"resumed from {self.ckpt_root / tag} at step {self.state.step}")
         return True
 

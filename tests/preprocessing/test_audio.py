@@ -54,3 +54,42 @@ def test_missing_folder_is_a_clear_error(tmp_path):
 def test_rms_db():
     assert audio.rms_db(np.zeros(100, np.float32)) == float("-inf")
     assert abs(audio.rms_db(np.ones(100, np.float32) * 0.1) + 20) < 1e-6
+
+
+def _speech_like(seconds: float) -> np.ndarray:
+    t = np.arange(int(seconds * 16000)) / 16000
+    voiced = 0.3 * np.sin(2 * np.pi * 180 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t))
+    fricative = 0.2 * np.sin(2 * np.pi * 700 * t + 3 * np.sin(2 * np.pi * 0.7 * t)) * (np.sin(2 * np.pi * 1.3 * t) > 0)
+    return (voiced + fricative + 0.02 * np.random.default_rng(0).standard_normal(len(t))).astype(np.float32)
+
+
+def _forward_lengths(encoder) -> list[int]:
+    lengths: list[int] = []
+    encoder.model.register_forward_pre_hook(lambda _m, args: lengths.append(int(args[0].shape[-1])))
+    return lengths
+
+
+def test_long_audio_is_encoded_in_bounded_chunks_that_match_the_whole_track(tiny_w2v):
+    x = _speech_like(16.0)
+    chunked = audio.AudioEncoder(tiny_w2v, chunk_seconds=4.0, context_seconds=2.0)
+    lengths = _forward_lengths(chunked)
+    feats = chunked.encode(x)
+    assert max(lengths) <= (4.0 + 2 * 2.0) * 16000 and len(lengths) == 4  # memory of one 8 s window, not 16 s
+    whole = audio.AudioEncoder(tiny_w2v, chunk_seconds=1000.0).encode(x)
+    assert feats.shape == whole.shape == (799, 32)
+    # Tolerance (docs/preprocessing.md): relative L2 error per vector. The random encoder attends almost uniformly
+    # over its whole input, the worst case for chunking; the convolutions are covered by the context exactly.
+    err = np.linalg.norm(feats - whole, axis=1) / np.linalg.norm(whole, axis=1)
+    assert err.max() < 0.05 and err.mean() < 0.01, (err.max(), err.mean())
+    short = _speech_like(6.0)  # one window: exactly the single forward
+    np.testing.assert_array_equal(chunked.encode(short), whole_encoder_features(tiny_w2v, short))
+
+
+def whole_encoder_features(folder, x: np.ndarray) -> np.ndarray:
+    """The processor + model call of a single forward, as before chunking existed."""
+    import torch
+
+    enc = audio.AudioEncoder(folder)
+    with torch.inference_mode():
+        inputs = enc.extractor(x, sampling_rate=16000, return_tensors="pt")
+        return enc.model(inputs.input_values).last_hidden_state[0].numpy()
