@@ -146,6 +146,7 @@ def summarize_demo(cfg: Any, checkpoint: str, test_shards: str, generated: np.nd
     and that of the ground truth itself (the ceiling of the measure)."""
     import torch
 
+    from model.inference_config import sampling_kwargs
     from model.pipeline_loading import load_pipeline
     from preprocessing.face_id import SFaceEmbedder
     from preprocessing.faces import make_face_backend
@@ -163,14 +164,10 @@ def summarize_demo(cfg: Any, checkpoint: str, test_shards: str, generated: np.nd
     def summarize(frames: np.ndarray) -> VideoSummary:
         return summarize_video(frames[:n], kps512, envelope, reference, other_reference, backend, embedder)
 
-    inf = cfg.inference
     pipe = load_pipeline(cfg, checkpoint)
     silent = pipe(reference, kps512[:, :3] * (size / FRAME), audio_features=torch.from_numpy(
         np.asarray(clip["features"], np.float32)), num_frames=n, size=size,
-        num_inference_steps=inf.num_inference_steps, guidance_scale=inf.guidance_scale,
-        context_frames=inf.context_frames, context_overlap=inf.context_overlap,
-        reference_attention_weight=inf.reference_attention_weight, audio_attention_weight=0.0, seed=inf.seed,
-        median_filter=inf.median_filter, progress=False).frames
+        **{**sampling_kwargs(cfg.inference), "audio_attention_weight": 0.0, "progress": False}).frames
     main, w0 = summarize(generated), summarize(silent)
     copy = summarize(np.repeat(reference[None], n, axis=0))
     truth = summarize(gt)

@@ -80,10 +80,29 @@ def load_config(
         layers.append(OmegaConf.from_dotlist(list(overrides)))
     try:
         merged = OmegaConf.merge(schema, *layers)
+        presets = _preset_layers(merged)
+        if presets:  # defaults <- named presets <- YAML <- CLI: an explicit value always wins over a preset
+            merged = OmegaConf.merge(schema, *presets, *layers)
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None) or "config"
         raise ConfigError(f"{key}: {str(exc).splitlines()[0]}") from exc
     return to_object(merged)
+
+
+def _preset_layers(merged: Any) -> list[Any]:
+    """For every section whose dataclass has a ``PRESETS`` mapping and a ``preset`` field, the chosen preset's
+    values as a config layer (e.g. ``inference.preset=quality``)."""
+    layers = []
+    for key in merged:
+        node = merged[key]
+        presets = getattr(OmegaConf.get_type(node), "PRESETS", None) if OmegaConf.is_config(node) else None
+        if not presets or "preset" not in node:
+            continue
+        name = node.preset
+        if name not in presets:
+            raise ConfigError(f"{key}.preset: unknown preset {name!r}; choose one of {sorted(presets)}")
+        layers.append(OmegaConf.create({key: presets[name]}))
+    return layers
 
 
 def to_object(node: Any) -> Any:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from model.inference_config import sampling_kwargs
 from model.retarget import retarget
 
 log = logging.getLogger("model.generate")
@@ -216,12 +217,8 @@ def generate(cfg, reference: str | Path, audio_path: str | Path, output: str | P
     kps = build_kps_sequence(cfg, image, reference, num_frames, size, kps_path, driving_video, backend)
     pipe = pipeline or load_pipeline(cfg, checkpoint)
     inf = cfg.inference
-    log.info("generating %d frames at %g fps (%d x %d)", num_frames, inf.fps, size, size)
-    out = pipe(image, kps, audio, num_frames=num_frames, size=size, num_inference_steps=inf.num_inference_steps,
-               guidance_scale=inf.guidance_scale, context_frames=inf.context_frames,
-               context_overlap=inf.context_overlap, reference_attention_weight=inf.reference_attention_weight,
-               audio_attention_weight=inf.audio_attention_weight, seed=inf.seed, median_filter=inf.median_filter,
-               progress=inf.progress)
+    log.info("generating %d frames at %g fps (%d x %d), preset %s", num_frames, inf.fps, size, size, inf.preset)
+    out = pipe(image, kps, audio, num_frames=num_frames, size=size, **sampling_kwargs(inf))
     write_video(output, out.frames, inf.fps, audio=audio, sample_rate=AUDIO_SAMPLE_RATE)
     log.info("wrote %s (%d frames, %d denoiser forwards)", output, len(out.frames), out.stats.denoiser_calls)
     return output

@@ -48,7 +48,8 @@ class SamplingStats:
     """What the denoiser did: forwards, and frames pushed through it (window length x CFG batch)."""
 
     denoiser_calls: int = 0
-    frame_evaluations: int = 0
+    frame_evaluations: int = 0  # frames through a full UNet pass (x2 for a CFG pair)
+    shallow_frame_evaluations: int = 0  # frames through the shallow pass of a deep-feature-reuse step
     windows: list[list[int]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
@@ -176,37 +177,49 @@ class VExpressPipeline:
         return kwargs
 
     # ------------------------------------------------------------------ sampling
-    def _make_step_fn(self, replica, device, on_dev, t, guidance_scale, ref_w, aud_w, stats):
-        """A window denoiser for ``model.windows.denoise_windows``: one batched CFG forward per window.
+    def _make_step_fn(self, replica, device, on_dev, t, guidance_scale, ref_w, aud_w, stats, do_cfg=None,
+                      cache=None):
+        """A window denoiser for ``model.windows.denoise_windows``: one batched forward per group of windows,
+        the conditional and unconditional branch stacked when ``do_cfg``.
 
         ``on_dev``: the conditions (reference features, V-Kps features, audio tokens) already on ``device``.
+        ``cache``: a :class:`DeepFeatureCache` (reuse of deep UNet features between steps) or None.
         """
-        do_cfg = guidance_scale > 1.0
-        batch = 2 if do_cfg else 1
+        do_cfg = guidance_scale > 1.0 if do_cfg is None else do_cfg
+        branches = 2 if do_cfg else 1
 
-        def step_fn(window_latents: torch.Tensor, frames: list[int]) -> torch.Tensor:
-            idx = torch.as_tensor(frames, device=device)
-            x = window_latents.to(device, self.dtype)
-            audio = on_dev["audio"].index_select(1, idx)  # (1, f, Q, D)
-            kps = on_dev["kps"].index_select(2, idx)  # (1, C0, f, h, w)
-            mask = torch.ones(1, len(frames), device=device, dtype=self.dtype)
+        def step_fn(windows_latents: torch.Tensor, frames: list[int] | list[list[int]]) -> torch.Tensor:
+            # (k, C, f, h, w): k windows of f frames each (``windows_per_batch``); frames as one list per window
+            groups = frames if frames and isinstance(frames[0], (list, tuple)) else [frames]
+            k, f = len(groups), len(groups[0])
+            x = windows_latents.to(device, self.dtype)
+            idx = torch.as_tensor([i for g in groups for i in g], device=device)
+            audio = on_dev["audio"][0].index_select(0, idx).reshape(k, f, *on_dev["audio"].shape[2:])
+            kps = on_dev["kps"][0].index_select(1, idx)  # (C0, k*f, h, w)
+            kps = kps.reshape(kps.shape[0], k, f, *kps.shape[2:]).transpose(0, 1)
+            mask = torch.ones(k, f, device=device, dtype=self.dtype)
             if do_cfg:  # [unconditional, conditional]: every condition zeroed in the first half
                 x = torch.cat([x, x])
                 audio = torch.cat([torch.zeros_like(audio), audio])
                 kps = torch.cat([torch.zeros_like(kps), kps])
                 mask = torch.cat([torch.zeros_like(mask), mask])
-            ref = _expand_batch(on_dev["reference"], batch)
-            timestep = torch.full((batch,), float(t), device=device)
+            ref = _expand_batch(on_dev["reference"], branches * k)
+            timestep = torch.full((branches * k,), float(t), device=device)
             out = replica(x, timestep, audio_tokens=audio, reference_features=ref, kps_features=kps,
-                          reference_frame_mask=mask, reference_attention_weight=ref_w,
-                          audio_attention_weight=aud_w).sample
+                          reference_frame_mask=mask, reference_attention_weight=ref_w, audio_attention_weight=aud_w,
+                          deep_cache=cache, deep_cache_key=(tuple(g[0] for g in groups), branches)).sample
+            shallow = cache is not None and cache.last_was_shallow
             with stats.lock:  # replicas on several devices run in threads
                 stats.denoiser_calls += 1
-                stats.frame_evaluations += batch * len(frames)
+                if shallow:
+                    stats.shallow_frame_evaluations += branches * k * f
+                else:
+                    stats.frame_evaluations += branches * k * f
+            out = out.float()
             if do_cfg:
-                uncond, cond_ = out.float().chunk(2)
-                return uncond + guidance_scale * (cond_ - uncond)
-            return out.float()
+                uncond, cond_ = out.chunk(2)
+                out = uncond + guidance_scale * (cond_ - uncond)
+            return out
 
         return step_fn
 
@@ -222,12 +235,16 @@ class VExpressPipeline:
         size: int = 512,
         num_inference_steps: int = 25,
         guidance_scale: float = 3.5,
+        cfg_until: float = 1.0,
         context_frames: int = 12,
         context_overlap: int = 4,
+        windows_per_batch: int = 1,
+        deep_cache_interval: int = 1,
         reference_attention_weight: float = 0.95,
         audio_attention_weight: float = 3.0,
         seed: int | None = 42,
         generator: torch.Generator | None = None,
+        quantize: str = "truncate",
         median_filter: bool = True,
         output_type: str = "uint8",
         progress: bool = True,
@@ -254,52 +271,107 @@ class VExpressPipeline:
             "audio": (self.project_audio(torch.as_tensor(audio_features), num_frames) if audio_features is not None
                       else self.encode_audio(audio, num_frames)),
         }
-        latents = self.sample(cond, num_frames, size // self.vae_downsample, num_inference_steps, guidance_scale, context_frames,
-                              context_overlap, reference_attention_weight, audio_attention_weight, generator, progress)
+        options = SamplingOptions(num_inference_steps, guidance_scale, cfg_until, context_frames, context_overlap,
+                                  windows_per_batch, deep_cache_interval, reference_attention_weight,
+                                  audio_attention_weight)
+        latents = self.sample(cond, num_frames, size // self.vae_downsample, options, generator, progress)
         stats = latents.stats
-        frames = None if output_type == "latent" else self.decode(latents.latents, median_filter, progress)
+        frames = None if output_type == "latent" else self.decode(latents.latents, median_filter, progress, quantize)
         return VExpressOutput(frames=frames, latents=latents.latents.float().cpu(), stats=stats)
 
     @torch.no_grad()
-    def sample(self, cond, num_frames, latent_size, steps, guidance_scale, context_frames, context_overlap,
-               ref_w, aud_w, generator, progress=True):
+    def sample(self, cond, num_frames, latent_size, options: SamplingOptions, generator, progress=True):
         channels = getattr(getattr(self.modules.denoising_unet, "config", None), "in_channels", 4)
         shape = (1, channels, num_frames, latent_size, latent_size)
         # Noise drawn on the CPU so a seed gives the same video on every device.
         latents = torch.randn(shape, generator=generator, dtype=torch.float32).to(self.device)
-        self.scheduler.set_timesteps(steps, device=self.device)
+        self.scheduler.set_timesteps(options.num_inference_steps, device=self.device)
         latents = latents * self.scheduler.init_noise_sigma
-        windows = context_windows(num_frames, context_frames, context_overlap)
+        windows = context_windows(num_frames, options.context_frames, options.context_overlap)
         stats = SamplingStats(windows=windows)
         step_kwargs = self._step_kwargs(generator)
         cond_on = [_to(cond, d) for d in self.devices]  # copied to each replica's device once
-        unet_ctx = self._on_device(self.modules.denoising_unet)
-        with unet_ctx:
-            for t in tqdm(self.scheduler.timesteps, desc="denoising", disable=not progress):
+        caches = [DeepFeatureCache(options.deep_cache_interval) if options.deep_cache_interval > 1 else None
+                  for _ in self._replicas]
+        cfg_steps = options.cfg_steps(len(self.scheduler.timesteps))
+        with self._on_device(self.modules.denoising_unet):
+            for i, t in enumerate(tqdm(self.scheduler.timesteps, desc="denoising", disable=not progress)):
                 model_in = self.scheduler.scale_model_input(latents, t)
-                fns = [self._make_step_fn(r, d, c, t, guidance_scale, ref_w, aud_w, stats)
-                       for r, d, c in zip(self._replicas, self.devices, cond_on)]
-                pred = denoise_windows(model_in, fns, windows)
+                do_cfg = options.guidance_scale > 1.0 and i < cfg_steps
+                for cache in caches:
+                    if cache is not None:
+                        cache.begin_step(i)
+                fns = [self._make_step_fn(r, d, c, t, options.guidance_scale, options.reference_attention_weight,
+                                          options.audio_attention_weight, stats, do_cfg, cache)
+                       for r, d, c, cache in zip(self._replicas, self.devices, cond_on, caches)]
+                pred = denoise_windows(model_in, fns, windows, batch=options.windows_per_batch)
                 latents = self.scheduler.step(pred.to(latents.dtype), t, latents, **step_kwargs).prev_sample
         return _Sampled(latents, stats)
 
     @torch.no_grad()
-    def decode(self, latents: torch.Tensor, median_filter: bool = True, progress: bool = True) -> np.ndarray:
-        """Latents (1, 4, F, h, w) -> uint8 (F, H, W, 3), one frame per VAE call (bounded memory)."""
+    def decode(self, latents: torch.Tensor, median_filter: bool = True, progress: bool = True,
+               quantize: str = "truncate") -> np.ndarray:
+        """Latents (1, C, F, h, w) -> uint8 (F, H, W, 3), one frame per VAE call (bounded memory)."""
         frames = []
         with self._on_device(self.vae) as vae:
             for f in tqdm(range(latents.shape[2]), desc="decoding", disable=not progress):
                 z = latents[:, :, f].to(self.device, self.dtype) / self.vae_scaling_factor
-                image = (vae.decode(z).sample.float() / 2 + 0.5).clamp(0, 1)
-                frames.append((image[0].permute(1, 2, 0) * 255).round().to(torch.uint8).cpu().numpy())
-        video = np.stack(frames)
-        if median_filter and len(video) > 0:
-            from scipy.ndimage import median_filter as scipy_median
+                frames.append((vae.decode(z).sample.float() / 2 + 0.5).clamp(0, 1)[0].permute(1, 2, 0).cpu().numpy())
+        return postprocess(np.stack(frames), quantize, median_filter)
 
-            # The official post-processing: 3x3x3 spatio-temporal median per channel, reflect padding.
-            video = scipy_median(video, size=(3, 3, 3, 1), mode="reflect")
-        return video
 
+def postprocess(video: np.ndarray, quantize: str = "truncate", median_filter: bool = True) -> np.ndarray:
+    """Float frames (F, H, W, 3) in [0, 1] -> uint8, then optionally the 3x3x3 spatio-temporal median per channel.
+
+    ``truncate`` with the median is the official post-processing exactly: ``(x * 255).astype(uint8)``, then
+    ``scipy.ndimage.median_filter(size=(3, 3, 3, 1))`` (its default ``reflect`` border: the edge sample mirrored,
+    ``d c b a | a b c d | d c b a``). ``round`` rounds to the nearest level instead.
+    """
+    if quantize not in ("truncate", "round"):
+        raise ValueError(f"quantize must be truncate|round, got {quantize!r}")
+    scaled = np.asarray(video, np.float32) * 255
+    out = (np.round(scaled) if quantize == "round" else scaled).astype(np.uint8)
+    if median_filter and len(out) > 0:
+        from scipy.ndimage import median_filter as scipy_median
+
+        out = scipy_median(out, size=(3, 3, 3, 1), mode="reflect")
+    return out
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    """How one video is sampled (``model.inference_config.sampling_kwargs`` fills these from the config)."""
+
+    num_inference_steps: int = 25
+    guidance_scale: float = 3.5
+    cfg_until: float = 1.0  # CFG on the first ceil(cfg_until * steps) steps, the conditional branch alone after
+    context_frames: int = 12
+    context_overlap: int = 4
+    windows_per_batch: int = 1
+    deep_cache_interval: int = 1
+    reference_attention_weight: float = 0.95
+    audio_attention_weight: float = 3.0
+
+    def cfg_steps(self, steps: int) -> int:
+        return min(steps, int(np.ceil(self.cfg_until * steps - 1e-9)))
+
+
+class DeepFeatureCache:
+    """Reuse of deep UNet features across adjacent steps (DeepCache, Ma et al. 2024).
+
+    Every ``interval``-th step runs the whole UNet and keeps, per window, the input of its last up block; the steps
+    in between run only the shallow path (conv_in, the first down block, the last up block) on that kept input.
+    A window whose batch changed (CFG switched off) gets a full pass first.
+    """
+
+    def __init__(self, interval: int) -> None:
+        self.interval = interval
+        self.features: dict = {}
+        self.full_step = True
+        self.last_was_shallow = False
+
+    def begin_step(self, index: int) -> None:
+        self.full_step = index % self.interval == 0
 
 @dataclass
 class _Sampled:

@@ -265,6 +265,8 @@ class VExpressDenoisingUNet(ModelMixin, ConfigMixin):
         reference_attention_weight: float = 1.0,
         audio_attention_weight: float = 1.0,
         return_dict: bool = True,
+        deep_cache=None,
+        deep_cache_key=None,
     ) -> UNet3DOutput | tuple[torch.Tensor]:
         """Predict the noise (or v) for ``sample`` (b, c, f, h, w).
 
@@ -272,6 +274,10 @@ class VExpressDenoisingUNet(ModelMixin, ConfigMixin):
         reference_features: ReferenceNet output (or its tensor list in execution order); None = all zero.
         kps_features: (b, C0, f, h, w) V-Kps guider output, added to conv_in's output.
         reference_frame_mask: (b, f) multiplier of the reference features per frame (0 = dropped).
+        deep_cache: an object with ``full_step``, ``features`` (dict) and ``last_was_shallow`` (e.g.
+        ``model.pipeline.DeepFeatureCache``): on a full step the input of the last up block is kept under
+        ``deep_cache_key``; otherwise only conv_in, the first down block and the last up block run, on the kept
+        input (the deep blocks' output changes little between adjacent steps).
         """
         b, _, f, h, w = sample.shape
         x = sample.permute(0, 2, 1, 3, 4).reshape(b * f, -1, h, w)
@@ -291,20 +297,37 @@ class VExpressDenoisingUNet(ModelMixin, ConfigMixin):
                 raise ValueError(f"kps_features {tuple(kps_features.shape)} do not match sample {tuple(sample.shape)}")
             x = x + kps_features.permute(0, 2, 1, 3, 4).reshape(b * f, -1, h, w).to(x.dtype)
 
+        reuse = (deep_cache is not None and not deep_cache.full_step and deep_cache_key in deep_cache.features)
+        if deep_cache is not None:
+            deep_cache.last_was_shallow = reuse
+        x = self._shallow_path(x, temb, cond, deep_cache.features[deep_cache_key]) if reuse else \
+            self._full_path(x, temb, cond, deep_cache, deep_cache_key)
+
+        x = self.conv_out(self.conv_act(self.conv_norm_out(x)))
+        out = x.reshape(b, f, -1, h, w).permute(0, 2, 1, 3, 4)
+        return UNet3DOutput(sample=out) if return_dict else (out,)
+
+    def _full_path(self, x, temb, cond, deep_cache=None, deep_cache_key=None) -> torch.Tensor:
         skips = [x]
         for block in self.down_blocks:
             x, block_skips = block(x, temb, cond)
             skips.extend(block_skips)
         x = self.mid_block(x, temb, cond)
-        for block in self.up_blocks:
+        for i, block in enumerate(self.up_blocks):
+            if deep_cache is not None and i == len(self.up_blocks) - 1:
+                deep_cache.features[deep_cache_key] = x
             n = len(block.resnets)
             block_skips, skips = skips[-n:], skips[:-n]
             upsample_size = skips[-1].shape[-2:] if skips else None
             x = block(x, block_skips, temb, cond, upsample_size)
+        return x
 
-        x = self.conv_out(self.conv_act(self.conv_norm_out(x)))
-        out = x.reshape(b, f, -1, h, w).permute(0, 2, 1, 3, 4)
-        return UNet3DOutput(sample=out) if return_dict else (out,)
+    def _shallow_path(self, x, temb, cond, deep: torch.Tensor) -> torch.Tensor:
+        """conv_in's output ``x`` -> the first down block's skips + the kept deep features -> the last up block."""
+        _, block_skips = self.down_blocks[0](x, temb, cond)
+        last = self.up_blocks[-1]
+        skips = [x, *block_skips][:len(last.resnets)]  # not the first block's downsampled output
+        return last(deep, skips, temb, cond, None)
 
     def _time_embedding(self, timestep: torch.Tensor | float | int, batch: int, like: torch.Tensor) -> torch.Tensor:
         t = torch.as_tensor(timestep, device=like.device)

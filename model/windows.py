@@ -46,13 +46,22 @@ def coverage(num_frames: int, windows: Sequence[Sequence[int]]) -> torch.Tensor:
     return count
 
 
-def _window_sum(latents: torch.Tensor, step_fn: StepFn, windows: Sequence[Sequence[int]], frame_dim: int) -> torch.Tensor:
-    """Sum of the predictions of ``windows`` (fp32, on ``latents.device``)."""
+def _window_sum(latents: torch.Tensor, step_fn: StepFn, windows: Sequence[Sequence[int]], frame_dim: int,
+                batch: int = 1) -> torch.Tensor:
+    """Sum of the predictions of ``windows`` (fp32, on ``latents.device``). With ``batch`` > 1, windows of equal
+    length go through ``step_fn`` ``batch`` at a time, stacked along dim 0, with one frame list per window."""
     total = torch.zeros(latents.shape, dtype=torch.float32, device=latents.device)
-    for w in windows:
-        idx = torch.as_tensor(list(w), device=latents.device)
-        pred = step_fn(latents.index_select(frame_dim, idx), list(w))
-        total.index_add_(frame_dim, idx, pred.to(device=latents.device, dtype=torch.float32))
+    groups = [list(windows[i:i + batch]) for i in range(0, len(windows), batch)] if batch > 1 else [[w] for w in windows]
+    for group in groups:
+        if len({len(w) for w in group}) > 1:  # a batch needs equal lengths; run the odd ones alone
+            for w in group:
+                total += _window_sum(latents, step_fn, [w], frame_dim)
+            continue
+        idx = [torch.as_tensor(list(w), device=latents.device) for w in group]
+        x = torch.cat([latents.index_select(frame_dim, i) for i in idx])
+        pred = step_fn(x, [list(w) for w in group] if batch > 1 else list(group[0]))
+        for j, i in enumerate(idx):
+            total.index_add_(frame_dim, i, pred[j:j + 1].to(device=latents.device, dtype=torch.float32))
     return total
 
 
@@ -73,6 +82,7 @@ def denoise_windows(
     step_fn: StepFn | Sequence[StepFn],
     windows: Sequence[Sequence[int]],
     frame_dim: int = 2,
+    batch: int = 1,
 ) -> torch.Tensor:
     """Run ``step_fn`` on each window of ``latents`` and average the overlapping predictions.
 
@@ -87,13 +97,13 @@ def denoise_windows(
         raise ValueError("denoise_windows needs at least one step function")
     groups = split_windows(windows, len(fns))
     if len(groups) == 1:
-        total = _window_sum(latents, fns[0], groups[0], frame_dim)
+        total = _window_sum(latents, fns[0], groups[0], frame_dim, batch)
     else:
         from concurrent.futures import ThreadPoolExecutor
 
         # CUDA kernels release the GIL, so one thread per device overlaps the replicas' work.
         with ThreadPoolExecutor(max_workers=len(groups)) as pool:
-            parts = list(pool.map(lambda fg: _window_sum(latents, fg[0], fg[1], frame_dim), zip(fns, groups)))
+            parts = list(pool.map(lambda fg: _window_sum(latents, fg[0], fg[1], frame_dim, batch), zip(fns, groups)))
         total = torch.stack(parts).sum(0)
     shape = [1] * latents.ndim
     shape[frame_dim] = -1

@@ -89,6 +89,7 @@ class VerifiedTarSamples:
     def __init__(self, records: dict[str, ShardRecord]) -> None:
         self.records = records
         self.status: dict[str, str | None] = {}  # url -> None (verified) or its problem; per reader process
+        self.unusable: set[str] = set()  # shards none of whose samples matched: an endless stream would spin on them
 
     def __call__(self, urls: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         for item in urls:
@@ -103,6 +104,10 @@ class VerifiedTarSamples:
                 yield from _tar_samples(url)
             else:
                 yield from self._salvage(record, self.status[url])
+                if len(self.unusable) == len(self.records):
+                    raise RuntimeError(f"no sample of any shard matches its index.json checksums ({len(self.records)} "
+                                       f"shards, e.g. {url}: {self.status[url]}); rebuild the shards or set "
+                                       "data.verify_checksums=false")
 
     def _salvage(self, record: ShardRecord, problem: str) -> Iterator[dict[str, Any]]:
         from preprocessing.shards import sample_sha256
@@ -112,6 +117,8 @@ class VerifiedTarSamples:
             if record.samples.get(sample.get("__key__")) == sample_sha256(sample):
                 good += 1
                 yield sample
+        if good == 0:
+            self.unusable.add(record.path)
         lost = max(record.num_samples - good, 0)
         log.warning("%s: %s; %d of %d samples lost (the %d whose sha256 matches index.json are used)",
                     record.path, problem, lost, record.num_samples, good)

@@ -51,13 +51,14 @@ def validation_strip(reference: np.ndarray, vkps: np.ndarray, generated: np.ndar
 def render_validation_video(cfg: Any, modules: nn.Module, vae: nn.Module, step: int, out: Path) -> list[Path]:
     """Write the validation video and strip for ``step``; returns their paths (empty if unavailable)."""
     try:
-        from model.build import build_noise_scheduler
         from model.pipeline import VExpressPipeline
+        from model.pipeline_loading import make_scheduler
     except ImportError as exc:  # the inference pipeline is optional for training
         log.info("validation video skipped: inference pipeline unavailable (%s)", exc)
         return []
     from PIL import Image
 
+    from model.inference_config import sampling_kwargs
     from model.vkps import render_vkps
     from preprocessing.latents import resize_frames
     from preprocessing.media import read_frames, write_video
@@ -78,15 +79,12 @@ def render_validation_video(cfg: Any, modules: nn.Module, vae: nn.Module, step: 
     dtype = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(next(modules.parameters()).dtype, "fp32")
     inf = cfg.inference
     try:
-        pipe = VExpressPipeline(modules, vae, build_noise_scheduler("ddim"), device=next(modules.parameters()).device,
+        pipe = VExpressPipeline(modules, vae, make_scheduler(cfg.inference.scheduler), device=next(modules.parameters()).device,
                                 dtype=dtype, audio_context=cfg.model.audio_frames_context)
-        result = pipe(truth[0], kps, audio_features=torch.from_numpy(audio), num_frames=n, size=res,
-                      num_inference_steps=inf.num_inference_steps, guidance_scale=inf.guidance_scale,
-                      context_frames=min(n, inf.context_frames),
-                      context_overlap=min(inf.context_overlap, max(min(n, inf.context_frames) - 1, 0)),
-                      reference_attention_weight=inf.reference_attention_weight,
-                      audio_attention_weight=inf.audio_attention_weight, seed=cfg.train.validation_seed,
-                      progress=False)
+        options = {**sampling_kwargs(inf), "seed": cfg.train.validation_seed, "progress": False,
+                   "context_frames": min(n, inf.context_frames),
+                   "context_overlap": min(inf.context_overlap, max(min(n, inf.context_frames) - 1, 0))}
+        result = pipe(truth[0], kps, audio_features=torch.from_numpy(audio), num_frames=n, size=res, **options)
     finally:  # the pipeline freezes and re-casts the modules it is given: give training its state back
         for name, p in modules.named_parameters():
             p.requires_grad_(flags[name])

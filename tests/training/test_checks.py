@@ -70,6 +70,23 @@ def test_damaged_sample_of_the_right_size_is_dropped_not_trained_on(tmp_path, ca
     assert any("sha256 differs" in r.getMessage() and "1 of 3 samples lost" in r.getMessage() for r in caplog.records)
 
 
+@pytest.mark.timeout(120)
+def test_shards_whose_samples_all_fail_verification_stop_the_loader_instead_of_spinning(tmp_path):
+    from training.data import make_loader
+
+    shards = write_synthetic_shards(tmp_path / "ds", clips=4, per_shard=2)
+    index = json.loads((shards / "index.json").read_text())
+    for row in index["samples"]:
+        row["sha256"] = "0" * 64  # an index that matches none of the files (written by something else)
+    for row in index["shards"]:
+        row["sha256"] = "0" * 64
+    (shards / "index.json").write_text(json.dumps(index))
+    cfg = load("tiny/stage1", [f"data.shards={shards}", "data.num_workers=0"])
+    loader, _ = make_loader(cfg.data, cfg.model, 1, 1, 0, 1)
+    with pytest.raises(RuntimeError, match="no sample of any shard matches its index.json checksums"):
+        next(iter(loader))
+
+
 def test_verification_can_be_turned_off_and_is_on_by_default():
     from training.config import DataConfig
 

@@ -76,10 +76,12 @@ def test_sampling_from_the_vae_when_frames_are_encoded_in_the_step(synthetic_fra
 
 
 def rewrite_as_v1(src, dst):
-    """The same shards as a v1 writer made them: no lips.npy / latents_std.npy, format_version 1."""
-    from preprocessing.shards import iter_tar_samples, json_bytes, write_tar
+    """The same shards as a v1 writer made them: no lips.npy / latents_std.npy, format_version 1, and an index
+    whose checksums describe the rewritten files."""
+    from preprocessing.shards import file_sha256, iter_tar_samples, json_bytes, sample_sha256, write_tar
 
     index = json.loads((src / "index.json").read_text())
+    sample_sha = {}
     for shard in index["shards"]:
         samples = []
         for s in iter_tar_samples(src / "shards" / shard["name"]):
@@ -88,7 +90,11 @@ def rewrite_as_v1(src, dst):
             meta.pop("lips", None)
             samples.append({**{k: v for k, v in s.items() if k not in ("lips.npy", "latents_std.npy")},
                             "json": json_bytes(meta)})
-        write_tar(dst / "shards" / shard["name"], samples)
+            sample_sha[samples[-1]["__key__"]] = sample_sha256(samples[-1])
+        path = write_tar(dst / "shards" / shard["name"], samples)
+        shard.update(bytes=path.stat().st_size, sha256=file_sha256(path))
+    for row in index["samples"]:
+        row["sha256"] = sample_sha[row["key"]]
     (dst / "index.json").write_text(json.dumps({**index, "format_version": 1}))
     return dst
 
