@@ -263,29 +263,10 @@ INFER_COLUMNS = ["preset", "steps × CFG", "window", "dtype", "offload", "frames
 
 
 def inference_presets(base) -> dict[str, Any]:
-    """Every preset ``model.inference_config`` exposes, else the configured default.
+    """Every named preset of ``model.inference_config.PRESETS`` applied to ``base`` (the configured settings)."""
+    from model.inference_config import PRESETS
 
-    A preset registry is a ``PRESETS`` mapping of name -> ``InferenceConfig``, or -> the fields that differ from
-    the default (``{"num_inference_steps": 15}``, ``inference.`` prefixes allowed), or -> a callable returning
-    an ``InferenceConfig``.
-    """
-    from model import inference_config
-
-    registry = getattr(inference_config, "PRESETS", None)
-    if not registry:
-        return {"default": base}
-    presets = {}
-    for name, preset in registry.items():
-        if isinstance(preset, inference_config.InferenceConfig):
-            presets[name] = preset
-        elif isinstance(preset, Mapping):
-            presets[name] = dataclasses.replace(base, **{k.removeprefix("inference."): v for k, v in preset.items()})
-        elif callable(preset):
-            presets[name] = preset()
-        else:
-            raise TypeError(f"model.inference_config.PRESETS[{name!r}]: expected an InferenceConfig, a mapping of "
-                            f"field changes or a callable, got {type(preset).__name__}")
-    return presets
+    return {name: dataclasses.replace(base, preset=name, **fields) for name, fields in PRESETS.items()}
 
 
 def inference_settings(presets: Mapping[str, Any]) -> list[tuple[str, bool, str]]:

@@ -59,7 +59,8 @@ class InferenceConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        check(self.preset in PRESETS, "inference.preset", f"must be one of {'|'.join(PRESETS)}, got {self.preset!r}")
+        check(self.preset in self.PRESETS, "inference.preset",
+              f"must be one of {'|'.join(self.PRESETS)}, got {self.preset!r}")
         check(self.fps > 0, "inference.fps", "must be > 0")
         check(0.0 <= self.cfg_until <= 1.0, "inference.cfg_until", f"must be in [0, 1], got {self.cfg_until}")
         check(self.windows_per_batch >= 1, "inference.windows_per_batch", "must be >= 1")

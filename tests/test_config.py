@@ -37,7 +37,7 @@ def test_sd15_preset_has_official_widths():
         ("train.stage=4", "train.stage"),
         ("train.kps_drop_rate=1.5", "train.kps_drop_rate"),
         ("model.resolution=100", "model.resolution"),
-        ("inference.context_overlap=30", "inference.context_overlap"),
+        ("inference.context_overlap=40", "inference.context_overlap"),
         ("preprocess.face_backend=dlib", "preprocess.face_backend"),
     ],
 )

@@ -96,18 +96,13 @@ def test_budget_cuts_repeats_before_items():
     assert budget.left() == 10.0 and not budget.begin("train")  # an item that would not fit is skipped
 
 
-def test_inference_presets_follow_the_registry(monkeypatch):
-    from model import inference_config
-    from model.inference_config import InferenceConfig
+def test_inference_presets_follow_the_registry():
+    from model.inference_config import PRESETS, InferenceConfig
 
-    base = InferenceConfig()
-    monkeypatch.delattr(inference_config, "PRESETS", raising=False)
-    assert inference_presets(base) == {"default": base}
-    monkeypatch.setattr(inference_config, "PRESETS", {
-        "quality": InferenceConfig(num_inference_steps=40),
-        "fast": {"inference.num_inference_steps": 10, "context_overlap": 2},
-        "balanced": lambda: InferenceConfig(num_inference_steps=20)}, raising=False)
+    base = InferenceConfig(audio_attention_weight=2.0)
     presets = inference_presets(base)
-    assert {k: p.num_inference_steps for k, p in presets.items()} == {"quality": 40, "fast": 10, "balanced": 20}
-    assert presets["fast"].context_overlap == 2 and presets["fast"].guidance_scale == base.guidance_scale
+    assert list(presets) == list(PRESETS)
+    for name, preset in presets.items():
+        assert preset.preset == name and preset.audio_attention_weight == 2.0
+        assert all(getattr(preset, k) == v for k, v in PRESETS[name].items())
     assert len(inference_settings(presets)) == 2 * 2 * 3  # dtype x offload x preset
