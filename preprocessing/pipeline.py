@@ -533,6 +533,21 @@ class Preprocessor:
 # ------------------------------------------------------------------------------------------------ Ray session
 
 
+def present_auth_token() -> None:
+    """Make a driver joining a cluster present the cluster's token (Ray 2.60 token auth), when one is available
+    (``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token``) and ``RAY_AUTH_MODE`` is unset.
+
+    Ray reads ``RAY_AUTH_MODE`` into its native config when it is imported, and enables the token by itself only
+    for ``address="auto"``: setting the variable later did nothing, and ``--address host:port`` was refused with
+    InvalidAuthToken. This is what Ray does for "auto": set the mode and reload the config.
+    """
+    if "RAY_AUTH_MODE" in os.environ:  # the user's choice, already read by Ray
+        return
+    from ray._private.authentication.authentication_token_setup import maybe_enable_token_auth_if_token_available
+
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+
+
 def init_ray(cfg: PreprocessConfig, address: str | None) -> str | None:
     """Join ``address`` (``auto`` under ``ray submit``) or start an embedded single-node Ray on 127.0.0.1.
 
@@ -543,10 +558,7 @@ def init_ray(cfg: PreprocessConfig, address: str | None) -> str | None:
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if address:
-        # Ray 2.60 clusters use token auth; `ray start` keeps the token in ~/.ray/auth_token, which a driver
-        # only presents when RAY_AUTH_MODE=token.
-        if (Path.home() / ".ray" / "auth_token").exists():
-            os.environ.setdefault("RAY_AUTH_MODE", "token")
+        present_auth_token()
         ray.init(address=address, runtime_env={"env_vars": {"PYTHONPATH": str(REPO_ROOT)}},
                  log_to_driver=True)
         return None
