@@ -338,8 +338,11 @@ class Preprocessor:
 
         c = self.cfg
         opts = {"num_cpus": c.task_num_cpus, "max_retries": c.max_retries}
+        # SPREAD: the model pools get replicas on every node rather than filling the driver's node first (Ray's
+        # default), so each node's tasks have a detector and an encoder nearby and losing a node loses part of a
+        # pool, not all of it (those actors restart elsewhere).
         actor_opts = {"num_cpus": c.actor_num_cpus, "num_gpus": c.actor_num_gpus if c.use_gpu else 0,
-                      "max_restarts": c.max_retries, "max_task_retries": c.max_retries}
+                      "max_restarts": c.max_retries, "max_task_retries": c.max_retries, "scheduling_strategy": "SPREAD"}
         return dict(
             probe=ray.remote(probe_task).options(num_returns=2, **opts),
             decode=ray.remote(decode_task).options(**opts),

@@ -18,13 +18,16 @@ stdin, one per line, answering one JSON line each: ``state`` (tasks, actors and 
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
 from infra.net import free_port
 
+OBJECT_STORE_BYTES = 400 * 2**20  # per node (the utility's default, 150 MiB, spills a few decoded clips)
 LOOPBACK_ENV = {
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # local-only mode: every Ray process binds 127.0.0.1
     # A dead node is declared dead after ~3 missed 1 s health checks instead of Ray's default ~5 x 3 s.
@@ -51,8 +54,9 @@ def start(temp_root: Path, head_cpus: int, worker_cpus: int):
     cluster = Cluster(initialize_head=True, shutdown_at_exit=True, head_node_args={
         "num_cpus": head_cpus, "temp_dir": str(temp_root / "head"), "include_dashboard": True,
         "dashboard_host": "127.0.0.1", "dashboard_port": dashboard_port,
-        "dashboard_agent_listen_port": None, "resources": {"head": 1}})
-    worker = cluster.add_node(num_cpus=worker_cpus, temp_dir=str(temp_root / "worker"), resources={"worker": 1})
+        "dashboard_agent_listen_port": None, "resources": {"head": 1}, "object_store_memory": OBJECT_STORE_BYTES})
+    worker = cluster.add_node(num_cpus=worker_cpus, temp_dir=str(temp_root / "worker"), resources={"worker": 1},
+                              object_store_memory=OBJECT_STORE_BYTES)
     cluster.wait_for_nodes()
     return cluster, worker, f"http://127.0.0.1:{dashboard_port}"
 
@@ -78,7 +82,17 @@ def state(dashboard: str) -> dict:
             "nodes": [{"node_id": n.node_id, "state": n.state} for n in nodes]}
 
 
+def die_with_parent() -> None:
+    """SIGTERM when the test process goes away (even killed), which ends in Cluster.shutdown below."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    try:
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG (Linux)
+    except (OSError, AttributeError):
+        pass
+
+
 def main(argv: list[str]) -> int:
+    die_with_parent()
     info_path, temp_root = Path(argv[0]), Path(argv[1])
     head_cpus, worker_cpus = (int(argv[2]), int(argv[3])) if len(argv) > 3 else (2, 2)
     cluster, worker, dashboard = start(temp_root, head_cpus, worker_cpus)
