@@ -4,9 +4,10 @@ torch's ``env://`` rendezvous starts rank 0's TCPStore listening on every interf
 ``MASTER_ADDR`` says, and gloo binds the address the machine's hostname resolves to: a one-machine run
 (``--master_addr 127.0.0.1``, the default of ``deepspeed --num_gpus N`` and of a plain ``python training/run.py``)
 would accept connections from the network. Here rank 0 binds the store's socket to the loopback address itself
-and hands it to the TCPStore (``master_listen_fd``), and gloo is pointed at the loopback interface
-(``GLOO_SOCKET_IFNAME``, unless set) before the process group is created from that store. With a real master
-address nothing changes: :func:`init_loopback_process_group` returns False and ``env://`` runs as before.
+and hands it to the TCPStore (``master_listen_fd``), and gloo (NCCL) is pointed at the loopback interface
+(``GLOO_SOCKET_IFNAME`` / ``NCCL_SOCKET_IFNAME``, unless set) before the process group is created from that
+store. With a real master address nothing changes: :func:`init_loopback_process_group` returns False and
+``env://`` runs as before (the store must then be reachable from the other nodes).
 """
 
 from __future__ import annotations
@@ -55,8 +56,11 @@ def init_loopback_process_group(backend: str | None = None, timeout: timedelta |
         from deepspeed.constants import default_pg_timeout as timeout
     rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     port = int(os.environ["MASTER_PORT"])
-    if backend == "gloo":
-        os.environ.setdefault("GLOO_SOCKET_IFNAME", loopback_interface())
+    # gloo's pair sockets and NCCL's bootstrap sockets on the loopback interface too (unless set by the user);
+    # every rank of a loopback master runs on this machine
+    interface = {"gloo": "GLOO_SOCKET_IFNAME", "nccl": "NCCL_SOCKET_IFNAME"}.get(backend)
+    if interface:
+        os.environ.setdefault(interface, loopback_interface())
     listen_fd = None
     if rank == 0:
         family = socket.AF_INET6 if ":" in ip else socket.AF_INET

@@ -64,8 +64,15 @@ def launch(out: Path, shards: Path, hostfile: Path | None = None, server=None,
 
 
 def finish(name: str, proc: subprocess.Popen, watch: ListenWatch, out: Path, t0: float,
-           timeout: float = 600) -> str:
-    log, _ = proc.communicate(timeout=timeout)
+           timeout: float = 900) -> str:
+    try:
+        log, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        for p in run_processes(out) + [psutil.Process(proc.pid)]:
+            p.kill()
+        log, _ = proc.communicate()
+        watch.stop()
+        pytest.fail(f"{name}: no end after {timeout} s:\n{log[-6000:]}")
     RUNS[name] = {"out": out, "listening": watch.stop(), "not_loopback": watch.not_loopback(),
                   "seconds": time.perf_counter() - t0, "returncode": proc.returncode}
     print(f"{name}: exit {proc.returncode} after {RUNS[name]['seconds']:.1f} s")
