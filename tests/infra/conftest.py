@@ -4,10 +4,12 @@ reference index, and a watcher of the TCP ports a job's processes listen on."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -80,6 +82,7 @@ def sshd():
     yield server
     server.stop()
     assert not server.processes(), "processes left on the test sshd"
+    shutil.rmtree(server.root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -101,6 +104,8 @@ def run_preprocess(inputs: Path, out: Path, *extra: str, env: dict | None = None
 def one_node_output(multinode_inputs, tmp_path_factory) -> Path:
     """The reference: the same inputs on the embedded single-node Ray (no ``--address``)."""
     out = tmp_path_factory.mktemp("one_node") / "out"
+    t0 = time.perf_counter()
     proc = run_preprocess(multinode_inputs, out, f"ray_temp_dir={short_tmp('vxr')}")
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    print(f"one-node job (embedded Ray): {time.perf_counter() - t0:.1f} s")
     return out

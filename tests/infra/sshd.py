@@ -77,8 +77,11 @@ class SshServer:
         import psutil
 
         try:
-            return [p.pid for p in psutil.Process(self.proc.pid).children(recursive=True)]
-        except psutil.Error:
+            sshd = psutil.Process(self.proc.pid)
+            if self.isolated:  # unshare -> sshd (the namespace's PID 1) -> sessions and what they left running
+                sshd = sshd.children()[0]
+            return [p.pid for p in sshd.children(recursive=True)]
+        except (psutil.Error, IndexError):
             return []
 
     def stop(self) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,6 +22,7 @@ import psutil
 import pytest
 
 from preprocessing import shards
+from preprocessing.ray_reaper import cluster_processes
 from tests.infra.conftest import PREPROCESS_OVERRIDES, REPO, ListenWatch, short_tmp, tree
 
 # What a job's tasks and actors are called in Ray's state API
@@ -80,7 +82,8 @@ class TwoNodes:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
         for node in ("head", "worker"):  # anything of either node that outlived the cluster utility's shutdown
-            reap(str(self.root / node), grace_s=2.0)
+            if left := reap(str(self.root / node), grace_s=2.0):
+                print(f"{node} node: {len(left)} processes outlived the cluster utility's shutdown: {left}")
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +93,7 @@ def two_nodes():
     cluster.stop()
     left = [p for p in psutil.process_iter(["cmdline"]) if any(str(cluster.root) in a for a in p.info["cmdline"] or [])]
     assert not left, f"processes of the two-node cluster left: {[p.pid for p in left]}"
+    shutil.rmtree(cluster.root, ignore_errors=True)
 
 
 def start_driver(cluster: TwoNodes, inputs: Path, out: Path) -> subprocess.Popen:
@@ -164,6 +168,8 @@ def test_losing_the_worker_node_mid_job_keeps_the_index(two_nodes, multinode_inp
     t_kill = time.perf_counter()
     log, _ = driver.communicate(timeout=900)
     assert driver.returncode == 0, log[-4000:]
+    survivors = [p.name() for p in cluster_processes(str(two_nodes.root / "worker"))]
+    print(f"worker node processes alive after its raylet was killed and the job ended: {survivors}")
     print(f"killed the worker raylet with {done_at_kill}/6 videos committed; the job ended "
           f"{time.perf_counter() - t_kill:.1f} s later")
 

@@ -11,6 +11,7 @@ to a head on 127.0.0.1 cannot be expressed (worker_ips must differ from head_ip)
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import time
@@ -83,6 +84,8 @@ def test_ray_up_submit_down_with_the_local_provider(sshd, multinode_inputs, one_
     t_up = time.perf_counter() - t0
     assert (sshd.home / "vexpress" / "infra" / "preprocess.py").is_file()  # file_mounts rsynced the repository
     assert (sshd.home / ".ray" / "auth_token").read_text() == (local_home / ".ray" / "auth_token").read_text()
+    # what the head's autoscaler would use to reach worker_ips hosts
+    assert (sshd.home / "ray_bootstrap_config.yaml").is_file() and (sshd.home / "ray_bootstrap_key.pem").is_file()
 
     out = tmp_path / "out"
     t0 = time.perf_counter()
@@ -102,5 +105,6 @@ def test_ray_up_submit_down_with_the_local_provider(sshd, multinode_inputs, one_
         time.sleep(0.5)
     listening = watch.stop()
     print(f"ray up {t_up:.1f} s, ray submit {t_submit:.1f} s, ray down {t_down:.1f} s")
+    shutil.rmtree(local_home, ignore_errors=True)
     assert not sshd.processes(), "processes left on the host after `ray down`"
     assert listening and not watch.not_loopback(), watch.not_loopback()
