@@ -187,6 +187,7 @@ def test_killing_a_nodes_rank_ends_the_job_and_resume_finishes_it(two_nodes, ds_
     killed_at = latest.read_text()
     assert killed_at != f"step-{STEPS:06d}", "the kill came after the last checkpoint"
     print(f"rank 1 killed after {killed_at}; the launcher exited {ended_s:.1f} s later with {proc.returncode}")
+    print("\n".join(line[:200] for line in log.splitlines() if "return code" in line or "Error:" in line))
 
     t0 = time.perf_counter()
     proc, watch = launch(out, ds_shards, hostfile, sshd, resume=True)
