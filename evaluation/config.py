@@ -30,7 +30,7 @@ class EvalConfig:
     insightface_root: str = ""  # folder with models/<pack>/*.onnx; empty -> the test set's, else ~/.insightface
     insightface_pack: str = "buffalo_l"
     insightface_missing: str = "error"  # face_backend=insightface without the pack: error | auto (recorded backend)
-    face_id_backend: str = "auto"  # auto (ArcFace of the insightface pack with insightface, else SFace) | sface | arcface
+    face_id_backend: str = "auto"  # auto (the pack's ArcFace with insightface, else SFace) | sface | arcface
     arcface_path: str = ""  # ArcFace ONNX file or pack folder; empty -> the pack under insightface_root
     fid_dims: int = 2048  # Inception block: 2048 (pool3, standard) | 768 | 192 | 64 (need fewer frames)
     # Fréchet distances are computed at any sample count, with the counts and "<metric>_rank_deficient" stored
@@ -60,7 +60,8 @@ class EvalConfig:
         check(self.face_backend in ("auto", "yunet", "insightface"), "eval.face_backend",
               "must be auto|yunet|insightface")
         check(self.insightface_missing in ("error", "auto"), "eval.insightface_missing", "must be error|auto")
-        check(self.face_id_backend in ("auto", "sface", "arcface"), "eval.face_id_backend", "must be auto|sface|arcface")
+        check(self.face_id_backend in ("auto", "sface", "arcface"), "eval.face_id_backend",
+              "must be auto|sface|arcface")
         check(self.fvd_clip_frames >= 0, "eval.fvd_clip_frames", "must be >= 0 (0: the protocol's)")
         check(self.sync_min_track >= -1, "eval.sync_min_track", "must be >= 0, or -1 for the protocol's")
         check(self.sync_min_face_size >= -1, "eval.sync_min_face_size", "must be >= 0, or -1 for the protocol's")

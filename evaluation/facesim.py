@@ -9,8 +9,9 @@ reference than the real video does (typically: it moves less); negative: identit
 
 Pairing: both averages run over the same frames — those where the generated **and** the ground-truth frame
 have a face (and that are not excluded) — so a generated video that loses the face on some frames is not
-compared with ground-truth frames it has no counterpart for. Frames without a face on either side are
-counted (``num_no_face_generated`` / ``..._ground_truth``); a video with no paired frame has NaN values,
+compared with ground-truth frames it has no counterpart for (``facesim_ground_truth_all`` keeps the
+ground truth's own FaceSim over all its face frames, a property of the test set). Frames without a face on
+either side are counted (``num_no_face_generated`` / ``..._ground_truth``); a video with no paired frame has NaN values,
 and the dataset level counts it instead of averaging one side only.
 
 Input convention
@@ -40,6 +41,7 @@ class FaceSimResult:
     facesim_generated: float  # mean cosine over the paired frames, NaN if there is none
     facesim_ground_truth: float  # over the same frames
     delta: float  # facesim_generated − facesim_ground_truth (signed)
+    facesim_ground_truth_all: float  # over every ground-truth frame with a face (paired or not)
     per_frame_generated: np.ndarray  # (F,) NaN where excluded or not paired
     per_frame_ground_truth: np.ndarray
     num_paired_frames: int
@@ -99,8 +101,10 @@ def face_similarity(
     unpaired = [i for i in range(len(generated)) if generated_faces[i] is None or ground_truth_faces[i] is None]
     ref = _unit(embedder.embed(reference, reference_face))
     gen, _ = similarities(embedder, ref, generated, generated_faces, [*skip, *unpaired])
-    gt, _ = similarities(embedder, ref, ground_truth, ground_truth_faces, [*skip, *unpaired])
+    gt_all, _ = similarities(embedder, ref, ground_truth, ground_truth_faces, skip)
     paired = ~np.isnan(gen)
+    gt = np.where(paired, gt_all, np.nan)
     fg = float(gen[paired].mean()) if paired.any() else float("nan")
     ft = float(gt[paired].mean()) if paired.any() else float("nan")
-    return FaceSimResult(fg, ft, fg - ft, gen, gt, int(paired.sum()), gen_missing, gt_missing)
+    ft_all = float(np.nanmean(gt_all)) if (~np.isnan(gt_all)).any() else float("nan")
+    return FaceSimResult(fg, ft, fg - ft, ft_all, gen, gt, int(paired.sum()), gen_missing, gt_missing)

@@ -134,7 +134,8 @@ def plot_distributions(rows: list[dict], path: Path, metrics: list[str] | None =
             v = np.array([float(r[m]) if r.get(m) is not None else np.nan for r in rows if r["dataset"] == d])
             ok = v[~np.isnan(v)]
             if len(ok):
-                ax.hist(ok, bins=min(20, max(3, len(ok))), alpha=0.6, label=f"{d} (n={len(ok)}, nan={len(v) - len(ok)})")
+                ax.hist(ok, bins=min(20, max(3, len(ok))), alpha=0.6,
+                        label=f"{d} (n={len(ok)}, nan={len(v) - len(ok)})")
                 drawn = True
         if drawn:
             ax.legend(fontsize=6)

@@ -6,7 +6,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from evaluation.metrics.base import Column, Metric, Network, count_nan, failed, fmt, nanmean, values
+from evaluation.metrics.base import Column, Metric, Network, count_nan, failed, fmt, isnan, nanmean, values
 
 
 def _cell(r: dict, row: str) -> str:
@@ -44,7 +44,8 @@ class FaceSimMetric(Metric):
             r = face_similarity(embedder, v.video.frames[i], v.ground_truth_faces[i], v.generated, v.generated_faces,
                                 v.video.frames, v.ground_truth_faces, exclude=[i])
             row = dict(facesim_generated=r.facesim_generated, facesim_ground_truth=r.facesim_ground_truth,
-                       delta_facesim=r.delta, facesim_paired_frames=r.num_paired_frames,
+                       delta_facesim=r.delta, facesim_ground_truth_all=r.facesim_ground_truth_all,
+                       facesim_paired_frames=r.num_paired_frames,
                        facesim_no_face_generated=r.num_no_face_generated,
                        facesim_no_face_ground_truth=r.num_no_face_ground_truth)
             if not r.num_paired_frames:
@@ -60,6 +61,7 @@ class FaceSimMetric(Metric):
         paired = [r for r in rows if r.get("facesim_paired_frames")]
         g, t = nanmean(paired, "facesim_generated"), nanmean(paired, "facesim_ground_truth")
         return {"facesim_generated": 100 * g, "facesim_ground_truth": 100 * t, "delta_facesim": 100 * (g - t),
+                "facesim_ground_truth_all": 100 * nanmean(rows, "facesim_ground_truth_all"),
                 "facesim_videos": len(paired), "facesim_failed_videos": count_nan(rows, "facesim_generated"),
                 "facesim_no_face_generated_frames": int(np.nansum(values(rows, "facesim_no_face_generated"))),
                 "facesim_no_face_ground_truth_frames": int(np.nansum(values(rows, "facesim_no_face_ground_truth")))}
@@ -73,4 +75,8 @@ class FaceSimMetric(Metric):
         if r.get("facesim_no_face_generated_frames"):
             notes.append(f"ΔFaceSim: {int(r['facesim_no_face_generated_frames'])} generated frames without a face "
                          "(their ground-truth frames are left out too)")
+        gt, gt_all = r.get("facesim_ground_truth"), r.get("facesim_ground_truth_all")
+        if gt_all is not None and not isnan(gt_all) and (isnan(gt) or abs(gt - gt_all) >= 0.005):
+            notes.append(f"ΔFaceSim: FaceSim of all ground-truth frames with a face is {fmt(gt_all)}; the "
+                         "Ground-Truth row and Δ use only the frames paired with a generated face")
         return notes

@@ -19,8 +19,8 @@ def protocol_clips(protocol, frames: np.ndarray, faces, *, real: bool, name: str
     k = protocol.fvd_clip_frames
     starts = fvd_clip_starts(protocol, len(frames), real=real, name=name)
     if not starts:
-        raise ValueError(f"{len(frames)} frames: too short for the {protocol.name} FVD clip "
-                         f"({k} frames{f' from frame {protocol.fvd_fixed_start}' if protocol.fvd_sampling == 'fixed_start' else ''})")
+        where = f" from frame {protocol.fvd_fixed_start}" if protocol.fvd_sampling == "fixed_start" else ""
+        raise ValueError(f"{len(frames)} frames: too short for the {protocol.name} FVD clip ({k} frames{where})")
     clips = []
     for s in starts:
         clip = frames[s : s + k]

@@ -40,8 +40,8 @@ class KpsDisMetric(Metric):
         notes = []
         recorded, used = r.get("face_backend_recorded"), r.get("face_backend")
         if "kpsdis" in r and recorded and used and recorded != used:
-            notes.append(f"KpsDis compares keypoints of two detectors: the test set's target V-Kps come from {recorded}, "
-                         f"the generated frames' from {used}")
+            notes.append("KpsDis compares keypoints of two detectors: the test set's target V-Kps come from "
+                         f"{recorded}, the generated frames' from {used}")
         if r.get("kpsdis_no_face_frames"):
             notes.append(f"KpsDis: {int(r['kpsdis_no_face_frames'])} generated frames without a face (excluded), "
                          f"{int(r.get('kpsdis_failed_videos', 0))} videos with none")

@@ -73,7 +73,8 @@ class SyncNetMetric(Metric):
     def dataset_metrics(self, dataset: str) -> dict:
         rows, p = self.rows[dataset], self.protocol
         out = {k: nanmean(rows, k) for k in ("sync_c", "sync_d", "av_offset", "sync_c_gt", "sync_d_gt", "av_offset_gt")}
-        out.update(syncnet_failed_videos=count_nan(rows, "sync_c"), syncnet_gt_failed_videos=count_nan(rows, "sync_c_gt"),
+        out.update(syncnet_failed_videos=count_nan(rows, "sync_c"),
+                   syncnet_gt_failed_videos=count_nan(rows, "sync_c_gt"),
                    syncnet_gt_box_fallback=sum(r.get("syncnet_gt_box_fallback", 0) for r in rows),
                    sync_min_track=p.sync_min_track, sync_min_face_size=p.sync_min_face_size,
                    sync_tracking=p.sync_tracking)
@@ -88,8 +89,8 @@ class SyncNetMetric(Metric):
                 if r.get("sync_tracking") == "syncnet_python":
                     rule = (f"; a track needs more than {int(r.get('sync_min_track', 0))} detected frames and a mean "
                             f"face size above {int(r.get('sync_min_face_size', 0))} px")
-                notes.append(f"Sync-C/D: {int(r[key])} {what} videos not scored (see syncnet{'_gt' if 'gt' in key else ''}"
-                             f"_error{rule})")
+                error = "syncnet_gt_error" if "gt" in key else "syncnet_error"
+                notes.append(f"Sync-C/D: {int(r[key])} {what} videos not scored (see {error}{rule})")
         if r.get("syncnet_gt_box_fallback"):
             notes.append(f"Sync-C/D: {int(r['syncnet_gt_box_fallback'])} videos cropped with the ground-truth face "
                          "boxes (no face detected in the generated frames)")

@@ -73,5 +73,6 @@ def two_source_shards(tmp_path_factory, sample_data_dir, talking_clip, yunet):
 
     other = sample_data_dir / FOLDER_VIDEO
     clips = [("carphone", SHARD_VIDEO, *talking_clip),
-             ("astronaut", FOLDER_VIDEO, media.read_frames(other, fps=25, max_frames=24), media.read_audio(other, 16000))]
+             ("astronaut", FOLDER_VIDEO, media.read_frames(other, fps=25, max_frames=24),
+              media.read_audio(other, 16000))]
     return write_shard_set(tmp_path_factory.mktemp("two_sources"), clips, yunet)

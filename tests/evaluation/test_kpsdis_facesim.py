@@ -73,6 +73,7 @@ def test_delta_facesim_sign_and_pairing_hand_computed():
     assert res.facesim_ground_truth == pytest.approx((c45 + 0.0) / 2)  # gt frames 1, 2: yellow, green
     assert res.delta == pytest.approx(1.0 - c45 / 2) and res.delta > 0  # generated looks MORE like the reference
     assert res.num_no_face_generated == 1 and res.num_no_face_ground_truth == 1
+    assert res.facesim_ground_truth_all == pytest.approx((c45 + 0.0 + 1.0) / 3)  # gt frames 1, 2, 4: the test set's own
     assert np.isnan(res.per_frame_generated[[0, 3, 4]]).all() and np.isnan(res.per_frame_ground_truth[[3, 4]]).all()
     # an unpaired average would have used gt frame 4 (red, cos 1) and gen frame 3 (yellow): a different number
     swapped = face_similarity(ColourEmbedder(), ref, face, gt, gt_faces, gen, gen_faces, exclude=[0])
@@ -106,6 +107,8 @@ def test_dataset_delta_facesim_counts_videos_without_generated_faces():
     assert r["facesim_videos"] == 1 and r["facesim_failed_videos"] == 1
     assert r["facesim_generated"] == pytest.approx(100.0) and r["facesim_ground_truth"] == pytest.approx(100 * c45)
     assert r["delta_facesim"] == pytest.approx(100 * (1 - c45))  # video b is on neither side
+    assert r["facesim_ground_truth_all"] == pytest.approx(100 * (c45 + 1) / 2)  # ...but its ground truth is kept here
+    assert any("FaceSim of all ground-truth frames with a face is" in n for n in FaceSimMetric.notes(r))
 
 
 def test_facesim_bad_input():
@@ -117,4 +120,4 @@ def test_facesim_bad_input():
         face_similarity(ColourEmbedder(), frames[0], face, frames, [face] * 2, frames[:1], [face])
     res = face_similarity(ColourEmbedder(), frames[0], face, frames, [None] * 2, frames, [face] * 2)
     assert np.isnan(res.facesim_generated) and np.isnan(res.facesim_ground_truth) and np.isnan(res.delta)
-    assert res.num_no_face_generated == 2 and res.num_paired_frames == 0
+    assert res.num_no_face_generated == 2 and res.num_paired_frames == 0 and res.facesim_ground_truth_all == 1.0

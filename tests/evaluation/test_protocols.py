@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from evaluation import testset
 from evaluation.config import EvalConfig
 from evaluation.protocols import PROTOCOLS, fvd_clip_starts, get_protocol
 from evaluation.scoring import Evaluator
-from evaluation import testset
 from preprocessing.faces import Face
 
 
@@ -70,8 +70,8 @@ def counting_video(name: str, num_frames: int, size: int = 48) -> testset.TestVi
     """Frame t is filled with the value t: a clip's features reveal its first frame."""
     frames = np.broadcast_to(np.arange(num_frames, dtype=np.uint8)[:, None, None, None],
                              (num_frames, size, size, 3)).copy()
-    return testset.TestVideo(name=name, dataset="synthetic", frames=frames, audio=None, kps=np.zeros((num_frames, 5, 2)),
-                     kps_size=size, fps=25.0, source_id=name)
+    return testset.TestVideo(name=name, dataset="synthetic", frames=frames, audio=None,
+                             kps=np.zeros((num_frames, 5, 2)), kps_size=size, fps=25.0, source_id=name)
 
 
 @pytest.fixture

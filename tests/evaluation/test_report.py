@@ -89,7 +89,8 @@ def test_mouth_opening_rises_with_contrast():
 
 
 def test_table_notes_explain_nans():
-    res = {"d": {"fid": float("nan"), "fid_error": "FID generated: 1 samples cannot give a covariance (need at least 2)",
+    error = "FID generated: 1 samples cannot give a covariance (need at least 2)"
+    res = {"d": {"fid": float("nan"), "fid_error": error,
                  "fvd": 3.0, "fvd_rank_deficient": True, "fvd_samples_generated": 4, "fvd_samples_real": 4,
                  "fvd_dim": 400, "num_videos": 2, "kpsdis": float("nan"), "kpsdis_no_face_frames": 48,
                  "kpsdis_failed_videos": 2, "syncnet_gt_box_fallback": 2, "syncnet_failed_videos": 1,

@@ -24,4 +24,5 @@ def test_empty_folder_and_bad_override(tmp_path, capsys):
 def test_unknown_protocol_is_a_clear_error(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     rc = main(["--test-set", str(tmp_path / "empty"), "eval.protocol=fvd2048_16f"])
-    assert rc == 2 and "eval.protocol: must be one of ['all-clips', 'latentsync', 'stylegan-v']" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert rc == 2 and "eval.protocol: must be one of ['all-clips', 'latentsync', 'stylegan-v']" in err
