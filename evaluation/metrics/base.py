@@ -146,6 +146,29 @@ def resize_frames(frames: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     return np.stack([cv2.resize(f, (hw[1], hw[0]), interpolation=cv2.INTER_AREA) for f in frames])
 
 
+class FrechetSets:
+    """Running feature moments of one dataset: generated, real, and the real set's two floor halves."""
+
+    def __init__(self, what: str):
+        from evaluation.frechet import RunningMoments
+
+        self.gen = RunningMoments(f"{what} generated")
+        self.real = RunningMoments(f"{what} ground truth")
+        self.halves = (RunningMoments(f"{what} ground truth, half 1"), RunningMoments(f"{what} ground truth, half 2"))
+
+
+def frechet_dataset_metrics(prefix: str, sets: FrechetSets, ddof: int, cfg) -> dict:
+    """The distance with its counts and rank flag, and (``eval.floor``) the same for the floor halves."""
+    from evaluation.frechet import summarize
+
+    out = summarize(prefix, sets.gen, sets.real, ddof=ddof, sides=("generated", "real"),
+                    allow_rank_deficient=cfg.allow_rank_deficient)
+    if cfg.floor:
+        out.update(summarize(f"{prefix}_floor", *sets.halves, ddof=ddof, sides=("half1", "half2"),
+                             allow_rank_deficient=cfg.allow_rank_deficient))
+    return out
+
+
 def frechet_notes(prefix: str, label: str, r: dict) -> list[str]:
     """Why a Fréchet distance is missing or qualified: its sample counts, for the main and the floor row."""
     notes = []

@@ -5,24 +5,15 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from evaluation.frechet import RunningMoments, summarize
-from evaluation.metrics.base import Column, Metric, Network, frechet_notes, keyed_cell
-
-
-class _Sets:
-    def __init__(self, what: str):
-        self.gen = RunningMoments(f"{what} generated")
-        self.real = RunningMoments(f"{what} ground truth")
-        self.halves = (RunningMoments(f"{what} ground truth, half 1"), RunningMoments(f"{what} ground truth, half 2"))
-
-
-def frechet_dataset_metrics(prefix: str, sets: _Sets, ddof: int, cfg) -> dict:
-    out = summarize(prefix, sets.gen, sets.real, ddof=ddof, sides=("generated", "real"),
-                    allow_rank_deficient=cfg.allow_rank_deficient)
-    if cfg.floor:
-        out.update(summarize(f"{prefix}_floor", *sets.halves, ddof=ddof, sides=("half1", "half2"),
-                             allow_rank_deficient=cfg.allow_rank_deficient))
-    return out
+from evaluation.metrics.base import (
+    Column,
+    FrechetSets,
+    Metric,
+    Network,
+    frechet_dataset_metrics,
+    frechet_notes,
+    keyed_cell,
+)
 
 
 class FIDMetric(Metric):
@@ -34,7 +25,7 @@ class FIDMetric(Metric):
         from evaluation.fid import FIDInception
 
         self.net = FIDInception(self.cfg.inception_path or None, dims=self.cfg.fid_dims).to(self.cfg.device)
-        self.sets: dict[str, _Sets] = defaultdict(lambda: _Sets("FID"))
+        self.sets: dict[str, FrechetSets] = defaultdict(lambda: FrechetSets("FID"))
 
     def networks(self) -> list[Network]:
         from evaluation.fid import FID_WEIGHTS_FILE

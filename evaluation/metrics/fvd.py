@@ -7,8 +7,16 @@ from collections import defaultdict
 
 import numpy as np
 
-from evaluation.metrics.base import Column, Metric, Network, failed, frechet_notes, keyed_cell
-from evaluation.metrics.fid import _Sets, frechet_dataset_metrics
+from evaluation.metrics.base import (
+    Column,
+    FrechetSets,
+    Metric,
+    Network,
+    failed,
+    frechet_dataset_metrics,
+    frechet_notes,
+    keyed_cell,
+)
 from evaluation.protocols import fvd_clip_starts
 
 
@@ -41,7 +49,7 @@ class FVDMetric(Metric):
 
         self.i3d = load_i3d(self.cfg.i3d_path or None, self.cfg.device, random_width=ctx.i3d_random_width)
         self.needs_faces = self.protocol.fvd_face_crop > 0
-        self.sets: dict[str, _Sets] = defaultdict(lambda: _Sets("FVD clips"))
+        self.sets: dict[str, FrechetSets] = defaultdict(lambda: FrechetSets("FVD clips"))
         self.skipped: dict[str, int] = defaultdict(int)
 
     def networks(self) -> list[Network]:
