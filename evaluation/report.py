@@ -109,6 +109,12 @@ def _pyplot():
     return plt
 
 
+def _suptitle(fig, random_networks: list[str] | None) -> None:
+    label = random_weights_label(random_networks or [])
+    if label:
+        fig.suptitle(label, fontsize=8, color="darkred")
+
+
 def plot_keys(metrics: list[str] | None = None) -> list[str]:
     return [k for cls in metric_classes(metrics) for k in cls.plot_keys]
 
@@ -141,9 +147,7 @@ def plot_distributions(rows: list[dict], path: Path, metrics: list[str] | None =
             ax.legend(fontsize=6)
         else:
             _no_data(ax)
-    label = random_weights_label(random_networks or [])
-    if label:
-        fig.suptitle(label, fontsize=8, color="darkred")
+    _suptitle(fig, random_networks)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -164,7 +168,8 @@ def mouth_opening(frames: np.ndarray, mouth_boxes: np.ndarray) -> np.ndarray:
     return out
 
 
-def plot_audio_weight_sweep(sweep: dict[float, tuple[np.ndarray, np.ndarray]], path: Path, title: str) -> Path:
+def plot_audio_weight_sweep(sweep: dict[float, tuple[np.ndarray, np.ndarray]], path: Path, title: str,
+                            random_networks: list[str] | None = None) -> Path:
     """The paper's Fig. 3 as numbers and pictures: mouth opening over time for each audio attention weight
     (left) and six evenly spaced frames per weight (right, one row per weight)."""
     plt = _pyplot()
@@ -186,6 +191,7 @@ def plot_audio_weight_sweep(sweep: dict[float, tuple[np.ndarray, np.ndarray]], p
     else:
         _no_data(ax)
         _no_data(ax_img)
+    _suptitle(fig, random_networks)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

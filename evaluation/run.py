@@ -153,9 +153,8 @@ def run_evaluation(cfg, generate_fn: GenerateFn, *, checkpoint: str | None = Non
                  report.write_strict_json(results, out / "metrics.json"),
                  report.plot_distributions(rows, out / "distributions.png", ev.metrics, evaluator.random_weights)]
     if sweep:
-        label = report.random_weights_label(evaluator.random_weights)
-        title = f"{sweep_title}\n{label}" if label else sweep_title
-        artifacts.append(report.plot_audio_weight_sweep(sweep, out / "audio_weight_sweep.png", title))
+        artifacts.append(report.plot_audio_weight_sweep(sweep, out / "audio_weight_sweep.png", sweep_title,
+                                                        evaluator.random_weights))
     tags = {"random_weights": str(bool(evaluator.random_weights)).lower(),
             "random_weight_networks": ",".join(evaluator.random_weights) or "none",
             "protocol": evaluator.protocol.name, "checkpoint": str(checkpoint or ""), "config": config_name}

@@ -62,6 +62,11 @@ def test_random_weight_label_and_no_data_plots(tmp_path, monkeypatch):
     calls.clear()
     report.plot_distributions([], tmp_path / "empty.png", [])
     assert calls == ["(no per-video metric)"]
+    calls.clear()
+    titles = []
+    monkeypatch.setattr(report, "_suptitle", lambda fig, nets: titles.append(report.random_weights_label(nets)))
+    assert report.plot_audio_weight_sweep({}, tmp_path / "sweep.png", "d/v", ["i3d"]).is_file()
+    assert len(calls) == 2 and titles == [report.random_weights_label(["i3d"])]
 
 
 def test_parse_test_sets():
