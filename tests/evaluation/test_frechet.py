@@ -82,7 +82,7 @@ def pytorch_fid_formula(mu1, s1, mu2, s2, eps=1e-6) -> float:
 
 
 @pytest.mark.filterwarnings("ignore::scipy.linalg.LinAlgWarning", "ignore::DeprecationWarning")
-@pytest.mark.parametrize("n,dim,ddof", [(10, 64, 1), (50, 64, 1), (30, 400, 0), (100, 400, 0), (3, 400, 1),
+@pytest.mark.parametrize("n,dim,ddof", [(10, 64, 1), (50, 64, 1), (30, 128, 0), (100, 200, 0), (3, 200, 1),
                                         (2, 16, 0)])
 def test_fewer_samples_than_dims_match_pytorch_fid_formula(n, dim, ddof):
     """n < dim + 1: a singular covariance; the references still return a number, and so do we (same value)."""
