@@ -60,23 +60,24 @@ class FVDMetric(Metric):
     def score_video(self, v) -> dict:
         from evaluation.fvd import clip_features
 
-        p, name = self.protocol, v.video.name
+        p, name, s = self.protocol, v.video.name, self.sets[v.dataset]
         crop = p.fvd_face_crop > 0
+        kw = dict(value_range=p.fvd_value_range, resize=not crop)
+        row: dict = {"fvd_clips": 0}
         try:
-            gen_starts, gen = protocol_clips(p, v.generated, v.generated_faces if crop else None, real=False,
-                                             name=name)
             real_starts, real = protocol_clips(p, v.video.frames if crop else v.gt_resized,
                                                v.ground_truth_faces if crop else None, real=True, name=name)
-        except ValueError as exc:  # the video gives no clip on one side: it is left out of both, and counted
+            real_feats = clip_features(self.i3d, real, **kw)
+            s.halves[v.half].append(real_feats)  # the floor is a property of the test set, whatever was generated
+            row["fvd_real_start"] = real_starts[0]
+            gen_starts, gen = protocol_clips(p, v.generated, v.generated_faces if crop else None, real=False,
+                                             name=name)
+        except ValueError as exc:  # no clip on one side: the video is left out of both FVD sets, and counted
             self.skipped[v.dataset] += 1
-            return {"fvd_clips": 0, **failed("fvd", exc, v.video)}
-        s = self.sets[v.dataset]
-        kw = dict(value_range=p.fvd_value_range, resize=not crop)
+            return {**row, **failed("fvd", exc, v.video)}
         s.gen.append(clip_features(self.i3d, gen, **kw))
-        real_feats = clip_features(self.i3d, real, **kw)
         s.real.append(real_feats)
-        s.halves[v.half].append(real_feats)
-        return {"fvd_clips": len(gen_starts), "fvd_generated_start": gen_starts[0], "fvd_real_start": real_starts[0]}
+        return {**row, "fvd_clips": len(gen_starts), "fvd_generated_start": gen_starts[0]}
 
     def dataset_metrics(self, dataset: str) -> dict:
         out = frechet_dataset_metrics("fvd", self.sets[dataset], self.protocol.fvd_ddof, self.cfg)

@@ -104,6 +104,25 @@ def test_fvd_metric_sample_counts_and_starts(probe_path, protocol, expect_clips)
     assert r["fvd_floor_samples_half1"] + r["fvd_floor_samples_half2"] == n  # the floor halves split the real clips
 
 
+def test_fvd_floor_does_not_depend_on_the_generated_side(probe_path):
+    """LatentSync crops faces: a generated video without faces leaves FVD without clips, not the floor."""
+
+    class NoFaceInGenerated(FixedFace):
+        def detect_batch(self, frames):
+            return [[] if frame.mean() == 7 else faces for frame, faces in zip(frames, super().detect_batch(frames))]
+
+    ev = Evaluator(EvalConfig(metrics=["fvd"], i3d_path=probe_path, protocol="latentsync"),
+                   face_backend=NoFaceInGenerated())
+    for i in range(4):
+        video = counting_video(f"v{i}", 40)
+        row = ev.score_video(video, np.full_like(video.frames, 7))  # "generated": no face anywhere
+        assert row["fvd_clips"] == 0 and row["fvd_real_start"] == 20 and "no face" in row["fvd_error"]
+    r = ev.dataset_metrics("synthetic")
+    assert r["fvd_samples_generated"] == r["fvd_samples_real"] == 0 and r["fvd_skipped_videos"] == 4
+    assert np.isnan(r["fvd"]) and r["fvd_floor_samples_half1"] == r["fvd_floor_samples_half2"] == 2
+    assert np.isfinite(r["fvd_floor"])
+
+
 def test_fvd_value_range_and_face_crop_reach_the_detector(probe_path):
     from evaluation.fvd import clip_features, load_i3d
     from evaluation.metrics.fvd import protocol_clips
