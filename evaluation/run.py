@@ -37,10 +37,11 @@ GenerateFn = Callable[[TestVideo, float], np.ndarray]
 
 def pipeline_generate_fn(cfg, checkpoint: str | None) -> GenerateFn:
     """Generation with ``model.pipeline.VExpressPipeline`` (built once, on first use)."""
+    from model.inference_config import sampling_kwargs
     from model.pipeline_loading import load_pipeline
 
     pipe = None
-    inf, size = cfg.inference, cfg.model.resolution
+    size = cfg.model.resolution
 
     def generate(video: TestVideo, audio_weight: float) -> np.ndarray:
         nonlocal pipe
@@ -50,11 +51,9 @@ def pipeline_generate_fn(cfg, checkpoint: str | None) -> GenerateFn:
         kps = video.kps[:, :3] * (size / video.kps_size)
         audio_kwargs = ({"audio": video.audio} if video.audio is not None
                         else {"audio_features": video.audio_features})
-        out = pipe(ref, kps, num_frames=len(video.frames), size=size, num_inference_steps=inf.num_inference_steps,
-                   guidance_scale=inf.guidance_scale, context_frames=inf.context_frames,
-                   context_overlap=inf.context_overlap, reference_attention_weight=inf.reference_attention_weight,
-                   audio_attention_weight=audio_weight, seed=inf.seed, median_filter=inf.median_filter,
-                   progress=False, **audio_kwargs)
+        out = pipe(ref, kps, num_frames=len(video.frames), size=size,
+                   **{**sampling_kwargs(cfg.inference), "audio_attention_weight": audio_weight, "progress": False},
+                   **audio_kwargs)
         return out.frames
 
     return generate
