@@ -1,4 +1,6 @@
-"""Audio Projection: a Perceiver resampler, 10 audio vectors per frame -> 5 audio tokens (facts §6).
+"""Audio Projection: a Perceiver resampler, 10 audio vectors per frame -> 5 audio tokens.
+
+See docs/official-architecture.md §6.
 
 Parameter names and registration order equal the official ``audio_projection.bin``:
 ``latents``, ``pos_emb.weight``, ``proj_in``, ``proj_out``, ``norm_out``, then

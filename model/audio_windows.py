@@ -1,4 +1,4 @@
-"""Audio feature windowing for the Audio Projection (facts §11).
+"""Audio feature windowing for the Audio Projection (docs/official-architecture.md §11).
 
 The audio encoder's ``last_hidden_state`` is linearly interpolated to
 ``vectors_per_frame`` vectors per video frame; frame ``i`` then sees the vectors

@@ -129,7 +129,7 @@ def build_vae(cfg: ModelConfig, seed: int = 0) -> AutoencoderKL:
 
 
 # ---------------------------------------------------------------------------------------------- schedulers
-# Official betas (inference_v2.yaml / train.py, facts §9): v-prediction with zero-terminal-SNR and trailing spacing.
+# Official betas (docs/official-architecture.md §9): v-prediction with zero-terminal-SNR and trailing spacing.
 OFFICIAL_SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                          prediction_type="v_prediction", rescale_betas_zero_snr=True, timestep_spacing="trailing",
                          steps_offset=1)

@@ -1,7 +1,7 @@
 """Model configuration (presets ``tiny`` and ``sd15`` live in ``configs/``).
 
 The ``sd15`` values reproduce the official V-Express modules exactly (see
-``docs/reference`` / the official state-dict manifest); ``tiny`` keeps the same
+docs/official-architecture.md and ``model/data/``); ``tiny`` keeps the same
 topology with small widths so a full forward runs in well under a second on CPU.
 """
 

@@ -1,7 +1,7 @@
 """AnimateDiff-v2 "Vanilla" motion module: temporal self-attention over the frames of a video.
 
 Layout and state-dict keys follow the official V-Express / AnimateDiff ``mm_sd_v15_v2`` checkpoints
-(see docs: official-vexpress-facts §5)::
+(docs/official-architecture.md §5)::
 
     motion_modules.N.temporal_transformer.{norm, proj_in,
         transformer_blocks.0.{attention_blocks.{0,1}.{to_q,to_k,to_v,to_out.0,pos_encoder.pe},

@@ -1,4 +1,6 @@
-"""V-Express ReferenceNet: the SD1.5 2-D UNet run once per video on the reference latent (facts §4).
+"""V-Express ReferenceNet: the SD1.5 2-D UNet run once per video on the reference latent.
+
+See docs/official-architecture.md §4.
 
 It runs at timestep 0 with a zero text context. Inside each of its transformer blocks the tensor
 ``norm2(hidden)`` (the LayerNorm-2 output after self-attention, i.e. what cross-attention would read) is the

@@ -1,7 +1,7 @@
 """The V-Express spatial transformer of the denoising UNet and the reference features it reads.
 
 Each spatial transformer (``...attentions.N``) is the SD1.5 ``Transformer2DModel`` layout with ONE block,
-applied per frame (facts §3)::
+applied per frame (docs/official-architecture.md §3)::
 
     GroupNorm(eps 1e-6) -> 1x1 conv proj_in -> block -> 1x1 conv proj_out -> + residual
 

@@ -4,8 +4,8 @@ Input ``sample`` is ``(b, c, f, h, w)``. Internally activations stay in the per-
 every "inflated" 2-D layer (convs, resnets with their GroupNorms, down/up-samplers, conv_norm_out) then is the
 plain diffusers 2-D layer applied to each frame, and only the motion modules look across frames.
 
-State-dict keys and order equal the official ``denoising_unet.bin`` (facts §1, §3, §5): conv_in, time_embedding,
-down_blocks, up_blocks, mid_block, conv_norm_out, conv_out.
+State-dict keys and order equal the official ``denoising_unet.bin`` (docs/official-architecture.md §1, §3, §5):
+conv_in, time_embedding, down_blocks, up_blocks, mid_block, conv_norm_out, conv_out.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""V-Kps Guider: a small per-frame conv encoder for the V-Kps image (facts §7).
+"""V-Kps Guider: a small per-frame conv encoder for the V-Kps image (docs/official-architecture.md §7).
 
 Key layout equals the official ``v_kps_guider.bin`` (``conv_in``, ``blocks.0..5``,
 ``conv_out``); the output conv is zero-initialised so a fresh guider adds

@@ -1,4 +1,6 @@
-"""V-Kps images: 3 face keypoints (left eye, right eye, nose) drawn as the official condition image (facts §10).
+"""V-Kps images: 3 face keypoints (left eye, right eye, nose) drawn as the official condition image.
+
+See docs/official-architecture.md §10.
 
 Drawing is OpenCV's (``ellipse2Poly`` + ``fillConvexPoly`` + ``circle``) so the pixels equal the
 official code's; ``render_vkps`` draws a whole clip into one uint8 buffer and converts it to a

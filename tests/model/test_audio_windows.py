@@ -1,4 +1,4 @@
-"""Audio interpolation + windowing (facts §11) against a hand-built per-frame loop."""
+"""Audio interpolation + windowing (docs/official-architecture.md §11) against a hand-built per-frame loop."""
 
 from __future__ import annotations
 

@@ -26,10 +26,10 @@ from model.checkpoints import (
     save_vexpress_weights,
 )
 from model.config import ModelConfig
+from model.official_manifest import OFFICIAL_MANIFEST, official_manifest
 from model.v_kps_guider import VKpsGuider
 from tests.model.model_tester import one_thread  # noqa: F401
 
-MANIFEST = Path("/work/shared/reference/vexpress_official_state_dicts.json")
 REPO = Path(__file__).resolve().parents[2]
 TINY = ModelConfig()
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -37,9 +37,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def manifest() -> dict:
-    if not MANIFEST.is_file():
-        pytest.skip(f"manifest not found: {MANIFEST}")
-    return json.loads(MANIFEST.read_text())
+    return official_manifest()  # shipped in model/data/: a missing file fails, never skips
 
 
 def make_modules(seed: int = 0) -> VExpressModules:
@@ -230,7 +228,7 @@ def test_verify_manifest_reports_mismatch(tmp_path, capsys):
 
 
 def test_verify_manifest_sd15_in_process(manifest, capsys):
-    assert main(["verify", "--manifest", str(MANIFEST)]) == 0
+    assert main(["verify", "--manifest", str(OFFICIAL_MANIFEST)]) == 0
     out = capsys.readouterr().out
     assert "model preset: sd15" in out and out.rstrip().endswith("files matching: 5/5")
     assert "1,363,537,604" in out and "29,524,224" in out
@@ -238,7 +236,7 @@ def test_verify_manifest_sd15_in_process(manifest, capsys):
 
 @pytest.mark.slow
 def test_verify_manifest_cli_subprocess(manifest):
-    result = subprocess.run([sys.executable, "-m", "model.checkpoints", "verify", "--manifest", str(MANIFEST)],
+    result = subprocess.run([sys.executable, "-m", "model.checkpoints", "verify", "--manifest", str(OFFICIAL_MANIFEST)],
                             cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     assert result.stdout.rstrip().splitlines()[-1] == "files matching: 5/5"

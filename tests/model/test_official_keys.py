@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 import torch
 
 from infra.config_tree import load
 from model.build import build_modules
-
-MANIFEST = Path(__file__).resolve().parents[3] / "shared" / "reference" / "vexpress_official_state_dicts.json"
-if not MANIFEST.is_file():  # the checkout may live elsewhere; the shared folder is at /work/shared
-    MANIFEST = Path("/work/shared/reference/vexpress_official_state_dicts.json")
-
-pytestmark = pytest.mark.skipif(not MANIFEST.is_file(), reason=f"manifest not found: {MANIFEST}")
+from model.official_manifest import official_manifest
 
 
 @pytest.fixture(scope="module")
 def manifest() -> dict:
-    return json.loads(MANIFEST.read_text())
+    return official_manifest()  # shipped in model/data/: a missing file fails, never skips
 
 
 @pytest.fixture(scope="module")

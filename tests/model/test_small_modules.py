@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,10 +11,10 @@ from torch import nn
 from model.audio_projection import AudioProjection
 from model.build import build_audio_projection, build_v_kps_guider
 from model.config import ModelConfig
+from model.official_manifest import official_manifest
 from model.v_kps_guider import VKpsGuider
 from tests.model.model_tester import ModelTesterMixin, one_thread  # noqa: F401
 
-MANIFEST = Path("/work/shared/reference/vexpress_official_state_dicts.json")
 TINY = ModelConfig()  # the dataclass defaults are the tiny preset
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -53,9 +51,7 @@ class TestAudioProjectionSuite(ModelTesterMixin):
 # ------------------------------------------------------------------------------------------ official sizes
 @pytest.fixture(scope="module")
 def manifest() -> dict:
-    if not MANIFEST.is_file():
-        pytest.skip(f"manifest not found: {MANIFEST}")
-    return json.loads(MANIFEST.read_text())
+    return official_manifest()  # shipped in model/data/: a missing file fails, never skips
 
 
 @pytest.mark.parametrize(("file", "factory", "count"), [
