@@ -45,7 +45,7 @@ def main() -> None:
     warnings.simplefilter("ignore", FutureWarning)
     from preprocessing.face_id import ArcFaceEmbedder, SFaceEmbedder
     from preprocessing.faces import make_face_backend
-    from preprocessing.tiny_face_models import make_tiny_insightface_pack
+    from tests.tiny_face_models import make_tiny_insightface_pack
 
     frames = _frames(args.frames)
     yunet = make_face_backend("yunet")

@@ -72,8 +72,8 @@ def table(title: str, header: list[str], rows: list[list[object]]) -> None:
 # --------------------------------------------------------------------------------------------- loader
 def bench_loader(clips: int, batches: int) -> None:
     from infra.config_tree import load
+    from tests.synthetic_shards import write_synthetic_shards
     from training.data import make_loader
-    from training.synthetic_shards import write_synthetic_shards
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -113,12 +113,12 @@ def _phase_timer(sync=None):
     return lap
 
 
-def build_training_step(cfg, batch: dict, dev):
+def build_training_step(cfg, batch: dict, dev, engine: str = "deepspeed"):
     """The one-rank training path of ``training/`` for ``cfg`` on ``dev``, driven one optimizer step at a time.
 
     Seeded random modules, the stage's trainable set (``model.stages``), gradient checkpointing when
-    ``train.gradient_checkpointing``, the frozen VAE, ``training.engine.build_engine`` (DeepSpeed unless
-    ``train.engine=torch``) and the step of ``training.trainer`` (inputs, forward + loss, backward, optimizer
+    ``train.gradient_checkpointing``, the frozen VAE, ``training.engine.build_engine`` (or, for ``engine="torch"``,
+    the plain loop of ``benchmarks/torch_engine.py``) and the step of ``training.trainer`` (inputs, forward + loss, backward, optimizer
     step) on the fixed ``batch``. Returns ``(engine, one_step)``; ``one_step()`` returns the phase times (s),
     the loss and the gradient norm. The process group must be up (``training.engine.init_distributed``).
     """
@@ -137,7 +137,12 @@ def build_training_step(cfg, batch: dict, dev):
         modules.enable_gradient_checkpointing()
     vae = build_vae(cfg.model).to(dev).eval().requires_grad_(False)
     alphas = build_noise_scheduler("ddim").alphas_cumprod
-    eng = build_engine(VExpressTrainModule(modules), cfg.train)
+    if engine == "torch":
+        from benchmarks.torch_engine import TorchEngine
+
+        eng = TorchEngine(VExpressTrainModule(modules).to(dev), cfg.train)
+    else:
+        eng = build_engine(VExpressTrainModule(modules), cfg.train)
     gen = torch.Generator().manual_seed(0)
     sync = torch.cuda.synchronize if dev.type == "cuda" else None
 
@@ -167,21 +172,21 @@ def engine_worker(engine: str, stage: int, overrides: list[str], warmup: int) ->
     import torch
 
     from infra.config_tree import load
+    from tests.synthetic_shards import write_synthetic_shards
     from training.data import make_loader
     from training.engine import init_distributed
-    from training.synthetic_shards import write_synthetic_shards
 
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     with tempfile.TemporaryDirectory() as tmp:
         shards = write_synthetic_shards(Path(tmp), clips=2)
-        cfg = load(f"tiny/stage{stage}", [f"data.shards={shards}", "data.num_workers=0", f"train.engine={engine}",
+        cfg = load(f"tiny/stage{stage}", [f"data.shards={shards}", "data.num_workers=0",
                                           "data.num_frames=4" if stage > 1 else "data.num_frames=1", *overrides])
         batch = next(iter(make_loader(cfg.data, cfg.model, stage, 1, 0, 1)[0]))
     if engine == "deepspeed":
         init_distributed()
     elif int(os.environ.get("WORLD_SIZE", "1")) > 1:  # the plain loop over many ranks: DDP on gloo
         torch.distributed.init_process_group("gloo")
-    eng, one_step = build_training_step(cfg, batch, torch.device("cpu"))
+    eng, one_step = build_training_step(cfg, batch, torch.device("cpu"), engine)
 
     for _ in range(warmup):  # first steps: allocator growth, lazy init, DeepSpeed's bucket setup
         one_step()

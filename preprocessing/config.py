@@ -32,7 +32,7 @@ class PreprocessConfig:
     # share of a clip's frames that must show exactly one valid face
     min_valid_fraction: float = field(default=1.0, metadata=OUTPUT)
     # frames are downscaled to this longest side for detection (0: full size);
-    # YuNet costs ~21 ms at 480 vs ~10 ms at 320 per frame; raise it for HD sources with small faces
+    # detection cost grows with it (docs/preprocessing.md); raise it for HD sources with small faces
     detect_max_side: int = field(default=320, metadata=OUTPUT)
     smooth_window: int = field(default=5, metadata=OUTPUT)  # frames of moving average on the face boxes before the crop
     # frames of centred moving average on the stored keypoints (1: as detected)
@@ -48,7 +48,7 @@ class PreprocessConfig:
     reject_silence: bool = field(default=True, metadata=OUTPUT)
     silence_db: float = field(default=-50.0, metadata=OUTPUT)  # dBFS (RMS over the clip)
     crf: int = field(default=18, metadata=OUTPUT)  # h264 quality of the crops
-    # libx264 preset (speed vs size at a fixed crf): 11.5 ms vs 28 ms (medium) per 512² frame
+    # libx264 preset: speed vs size at a fixed crf (docs/preprocessing.md)
     encode_preset: str = field(default="veryfast", metadata=OUTPUT)
     precompute_latents: bool = field(default=False, metadata=OUTPUT)
     vae_path: str = field(default="", metadata=OUTPUT)

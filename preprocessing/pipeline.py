@@ -649,7 +649,7 @@ def init_ray(cfg: PreprocessConfig, address: str | None) -> str | None:
     # an embedded run always starts its own head, so it is stale by definition.
     Path(temp, "ray_current_cluster").unlink(missing_ok=True)
     # Ray's memory monitor kills *Ray* workers when *machine* memory passes 95 %. On a shared workstation that
-    # memory is mostly other programs', and killing our ~200 MB workers frees nothing useful: the embedded
+    # memory is mostly other programs', and killing our small workers frees nothing useful: the embedded
     # cluster leaves out-of-memory handling to the kernel unless the user sets these variables.
     os.environ.setdefault("RAY_memory_monitor_refresh_ms", "0")
     from preprocessing.ray_reaper import OWNER_ENV, owner_tag, start_reaper

@@ -59,7 +59,9 @@ class TrainConfig:
     checkpoint_checksums: bool = True  # sha256 of every checkpoint file in its checkpoint.json (sizes always)
     validate_every: int = 0
     seed: int = 42
-    engine: str = "deepspeed"  # deepspeed | torch (plain PyTorch: benchmark comparison only)
+    # one data-parallel rank has nothing to partition: run fp32 ZeRO-1/2 as stage 0 and mixed-precision ZeRO-1/2
+    # without gradient bucketing copies (docs/training.md, "One-rank shortcut"); false: the stage as configured
+    one_rank_shortcut: bool = True
     deepspeed_config: str = ""  # JSON path; empty -> infra/deepspeed/zero{zero_stage}.json
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
@@ -94,7 +96,6 @@ class TrainConfig:
               f"must be sample|mean, got {self.latent_sampling!r}")
         check(self.checkpoint_every >= 1, "train.checkpoint_every", "must be >= 1")
         check(self.validate_every >= 0, "train.validate_every", "must be >= 0 (0 disables)")
-        check(self.engine in ("deepspeed", "torch"), "train.engine", f"must be deepspeed|torch, got {self.engine!r}")
         check(self.log_every >= 1, "train.log_every", "must be >= 1")
         check(self.validation_frames >= 1, "train.validation_frames", "must be >= 1")
 

@@ -1,15 +1,15 @@
-"""The training engine: DeepSpeed (the only ``deepspeed.initialize`` in the project) and a plain-PyTorch twin.
+"""The training engine: DeepSpeed, through the only ``deepspeed.initialize`` in the project.
 
-Both expose the same small interface (:class:`Engine`): ``forward``, ``backward``, ``step``, ``lr``,
-``grad_norm``, ``save``/``load``, ``module``. The plain one exists only so the benchmark can compare step time
-and memory against DeepSpeed on the same model and data.
+:class:`Engine` is the small interface the trainer drives: ``forward``, ``backward``, ``step``, ``lr``,
+``grad_norm``, ``save``/``load``, ``module``. (``benchmarks/torch_engine.py`` implements it in plain PyTorch, to
+compare against.)
 
 DeepSpeed settings: a JSON file from ``infra/deepspeed/`` (``zero{train.zero_stage}.json`` unless
 ``train.deepspeed_config`` names one) with the values that belong to the run filled in from the config: micro
-batch, gradient accumulation, clipping and precision (bf16 on GPU, fp32 on CPU); a single fp32 rank runs ZeRO-1/2
-as stage 0, there being nothing to partition (see ``one_rank_stage``). The optimizer is a client
-``torch.optim.AdamW`` and the LR schedule a client linear-warmup-then-constant ``LambdaLR``; DeepSpeed steps,
-saves and restores both.
+batch, gradient accumulation, clipping and precision (bf16 on GPU, fp32 on CPU). With one data-parallel rank,
+``train.one_rank_shortcut`` (on by default, logged at start) drops ZeRO work that has nothing to partition; see
+:func:`one_rank_zero`. The optimizer is a client ``torch.optim.AdamW`` and the LR schedule a client
+linear-warmup-then-constant ``LambdaLR``; DeepSpeed steps, saves and restores both.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ DEEPSPEED_CONFIG_DIR = Path(__file__).resolve().parent.parent / "infra" / "deeps
 # ------------------------------------------------------------------------------------------ distributed
 def init_distributed() -> tuple[int, int]:
     """Join (or, as a plain single process, create) the process group; returns (rank, world_size)."""
-    # DeepSpeed JIT-compiles its shared-memory comm op on first use (34-70 s); one persistent cache, the same
+    # DeepSpeed JIT-compiles its shared-memory comm op on first use (tens of seconds); one persistent cache, the same
     # one scripts/env.sh exports, so a shell without env.sh (an IDE, a bare pytest) does not compile it again.
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "torch_extensions"))
     import deepspeed
@@ -61,9 +61,9 @@ def release_shm_allreduce_buffer() -> None:
     """Unlink this rank's DeepSpeed shared-memory buffer once every rank has mapped every buffer.
 
     On CPU under the launcher (LOCAL_SIZE set) DeepSpeed gives each rank a 66 MB /dev/shm file that the other ranks
-    map by name during ``init_distributed``, and never unlinks it: each 2-rank launch left 132 MB of RAM behind
-    until reboot (7.8 GB after 60 launches on this machine). After a barrier every rank holds its mappings, which
-    outlive the name; the memory goes when the last rank exits.
+    map by name during ``init_distributed``, and never unlinks it, so every launch would leave that RAM behind until
+    reboot. After a barrier every rank holds its mappings, which outlive the name; the memory goes when the last
+    rank exits.
     """
     buffer = shm_allreduce_buffer(torch.distributed.get_rank())
     if not os.environ.get("LOCAL_SIZE") or not buffer.parent.is_dir():
@@ -103,7 +103,7 @@ def lr_lambda(cfg: TrainConfig):
 def make_optimizer(params: list[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
     # fused: one pass over each tensor for the whole AdamW update (CPU since torch 2.4, and CUDA). It matters under
     # ZeRO, whose optimizer sees one flat tensor per group: the unfused update streams that flat tensor through
-    # memory once per elementwise op, ~2x slower than the same update on cache-sized per-parameter tensors.
+    # memory once per elementwise op instead of working on cache-sized per-parameter tensors.
     return torch.optim.AdamW(params, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps,
                              weight_decay=cfg.weight_decay, fused=True)
 
@@ -128,42 +128,42 @@ def deepspeed_config(cfg: TrainConfig, precision: str, world_size: int) -> dict[
     ds.setdefault("zero_optimization", {})
     if not cfg.deepspeed_config:
         ds["zero_optimization"]["stage"] = cfg.zero_stage
-        if world_size == 1:
-            ds["zero_optimization"]["stage"] = one_rank_stage(cfg.zero_stage, precision)
-            if ds["zero_optimization"]["stage"] in (1, 2):
-                ds["zero_optimization"].update(ONE_RANK_ZERO12)
+        if world_size == 1 and cfg.one_rank_shortcut:
+            ds["zero_optimization"].update(one_rank_zero(cfg.zero_stage, precision))
     if clips_in_engine(ds, precision):
         ds["gradient_clipping"] = 0.0  # DeepSpeedEngine.step clips instead (see clips_in_engine)
     return ds
 
 
-def one_rank_stage(zero_stage: int, precision: str) -> int:
-    """The ZeRO stage a one-rank run uses for a configured ``zero_stage``.
+def one_rank_zero(zero_stage: int, precision: str) -> dict[str, Any]:
+    """``train.one_rank_shortcut``: the ZeRO settings that replace the shipped ones on one data-parallel rank.
 
-    ZeRO-1/2 partition optimizer state and gradients over the data-parallel ranks. With one rank there is nothing
-    to partition, and they only add work: a Python hook per parameter (1321 tensors in the tiny model) copying each
-    gradient into a flat bucket, an all-reduce with itself, the flat gradient copied again into an fp32 master
-    partition, and that partition copied back into the module after the update: 1.26-1.46x the plain PyTorch step
-    on CPU and 1.25-1.35x its memory (benchmarks/bench_training.py). So an fp32 run on one rank uses stage 0, which
-    keeps DeepSpeed in charge of the optimizer, schedule, accumulation and checkpoints and updates the parameters
-    in place. Mixed precision keeps ZeRO-1/2 (with ``ONE_RANK_ZERO12``): there the fp32 master weights are needed
-    anyway, and ZeRO's bf16 path is DeepSpeed's maintained one (its stage-0 bf16 path wraps the optimizer
-    differently). ZeRO-3 stays: one rank may want it for parameter offload. An explicit ``train.deepspeed_config``
-    is always run as written.
+    ZeRO-1/2 partition optimizer state and gradients over the ranks; with one rank there is nothing to partition
+    and they only add work (a hook per parameter copying each gradient into a flat bucket, an all-reduce with
+    itself, copies into and out of an fp32 master partition). So:
+
+    - fp32, ZeRO-1/2: stage 0. DeepSpeed still owns the optimizer, schedule, accumulation and checkpoints, and
+      updates the parameters in place.
+    - bf16/fp16, ZeRO-1/2: the stage is kept (the fp32 master weights are needed anyway, and ZeRO's is DeepSpeed's
+      maintained mixed-precision path), without contiguous gradients and reduce-scatter, which would only copy
+      every gradient twice.
+    - ZeRO-0 and ZeRO-3 (one rank may want it for parameter offload): unchanged.
+
+    An explicit ``train.deepspeed_config`` is always run as written. Figures: docs/training.md.
     """
-    return 0 if zero_stage in (1, 2) and precision == "fp32" else zero_stage
+    if zero_stage not in (1, 2):
+        return {}
+    if precision == "fp32":
+        return {"stage": 0}
+    return dict(ONE_RANK_ZERO12)
 
 
-# With one rank and mixed precision, ZeRO-1/2 have nothing to scatter: every gradient belongs to the one partition.
-# Contiguous gradients + reduce-scatter then only copy each gradient into the reduction bucket and again into the
-# flat partition, one Python call chain per parameter, which doubled the backward time on CPU. Without them
-# DeepSpeed all-reduces each bucket flattened in one go and leaves gradients in place.
 ONE_RANK_ZERO12 = {"contiguous_gradients": False, "reduce_scatter": False}
 
 
 def clips_in_engine(ds_config: dict[str, Any], precision: str) -> bool:
     """fp32 without ZeRO: clip with torch's foreach kernels rather than DeepSpeed's, which walks the parameters in
-    Python, one norm and one multiply per tensor (+8 ms a step on the tiny model). Same global norm, same result;
+    Python, one norm and one multiply per tensor. Same global norm, same result;
     the gradients are already all-reduced at the accumulation boundary where the clipping happens."""
     return precision == "fp32" and ds_config["zero_optimization"].get("stage", 0) == 0
 
@@ -218,9 +218,9 @@ class DeepSpeedEngine:
         self.clip_params = params if clips_in_engine(self.config, self.precision) else []  # also for the norm
         self.max_grad_norm = cfg.max_grad_norm
         self._grad_norm: float | None = None
-        if cfg.zero_stage != self.zero_stage:
-            log.info("one rank: ZeRO-%d runs as stage %d (nothing to partition; see training.engine.one_rank_stage)",
-                     cfg.zero_stage, self.zero_stage)
+        log.info("DeepSpeed: %s, ZeRO-%d as run (train.zero_stage=%d, train.one_rank_shortcut=%s, %d rank(s), %s)",
+                 cfg.deepspeed_config or "shipped config", self.zero_stage, cfg.zero_stage, cfg.one_rank_shortcut,
+                 world_size, self.precision)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         return self.ds(*args, **kwargs)
@@ -264,67 +264,5 @@ class DeepSpeedEngine:
             yield self.module
 
 
-class TorchEngine:
-    """Plain PyTorch with the same semantics (AdamW, warmup, clipping, accumulation), wrapped in
-    ``DistributedDataParallel`` when a process group of more than one rank is up. Benchmark only."""
-
-    def __init__(self, model: nn.Module, cfg: TrainConfig) -> None:
-        self.precision = resolve_precision(cfg.precision)
-        self.dtype = {"bf16": torch.bfloat16}.get(self.precision, torch.float32)
-        self.module = model.to(self.dtype)
-        self.wrapped = self.module
-        if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
-            # static graph: the same parameters are used every step, and some never are (the ReferenceNet's last
-            # up-block feeds nothing), which DDP otherwise rejects
-            self.wrapped = nn.parallel.DistributedDataParallel(self.module, static_graph=True)
-        self.params = [p for p in model.parameters() if p.requires_grad]
-        self.optimizer = make_optimizer(self.params, cfg)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg))
-        self.grad_accum, self.max_grad_norm = cfg.grad_accum, cfg.max_grad_norm
-        self.micro = 0
-        self._grad_norm = float("nan")
-
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
-        return self.wrapped(*args, **kwargs)
-
-    def backward(self, loss: torch.Tensor) -> None:
-        (loss / self.grad_accum).backward()
-
-    def step(self) -> bool:
-        self.micro += 1
-        if self.micro % self.grad_accum:
-            return False
-        self._grad_norm = float(clip_or_measure(self.params, self.max_grad_norm))
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return True
-
-    def lr(self) -> float:
-        return float(self.scheduler.get_last_lr()[0])
-
-    def grad_norm(self) -> float:
-        return self._grad_norm
-
-    def save(self, root: Path, tag: str) -> None:
-        folder = Path(root) / tag
-        folder.mkdir(parents=True, exist_ok=True)
-        torch.save({"module": self.module.state_dict(), "optimizer": self.optimizer.state_dict(),
-                    "scheduler": self.scheduler.state_dict(), "micro": self.micro}, folder / "torch_engine.pt")
-
-    def load(self, root: Path, tag: str) -> None:
-        state = torch.load(Path(root) / tag / "torch_engine.pt", weights_only=True)
-        self.module.load_state_dict(state["module"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.micro = state["micro"]
-
-    @contextlib.contextmanager
-    def full_state_dict(self):
-        yield self.module
-
-
 def build_engine(model: nn.Module, cfg: TrainConfig) -> Engine:
-    if cfg.engine == "torch":
-        return TorchEngine(model.to(device()), cfg)
     return DeepSpeedEngine(model, cfg)

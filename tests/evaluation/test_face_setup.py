@@ -13,7 +13,7 @@ from evaluation.testset import recorded_face_backend
 
 @pytest.fixture(scope="module")
 def tiny_pack(tmp_path_factory):
-    from preprocessing.tiny_face_models import make_tiny_insightface_pack
+    from tests.tiny_face_models import make_tiny_insightface_pack
 
     root = tmp_path_factory.mktemp("insightface")
     make_tiny_insightface_pack(root, "tiny")

@@ -31,7 +31,7 @@ RUNS: dict[str, dict] = {}  # name -> {"out", "listening", "seconds", "returncod
 
 @pytest.fixture(scope="module")
 def ds_shards(tmp_path_factory) -> Path:
-    from training.synthetic_shards import write_synthetic_shards
+    from tests.synthetic_shards import write_synthetic_shards
 
     return write_synthetic_shards(tmp_path_factory.mktemp("ds_shards"))
 

@@ -8,7 +8,7 @@ from diffusers import AutoencoderKL
 
 from preprocessing import shards as fmt
 from preprocessing.latents import add_latents, encode_frames
-from training.synthetic_shards import write_synthetic_shards
+from tests.synthetic_shards import write_synthetic_shards
 
 
 def _tiny_vae(folder):

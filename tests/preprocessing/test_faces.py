@@ -13,7 +13,7 @@ from preprocessing import media
 from preprocessing.face_id import ArcFaceEmbedder, SFaceEmbedder, cosine_similarity
 from preprocessing.faces import Face, FaceModelError, InsightFaceBackend, YuNetBackend, make_face_backend
 from preprocessing.sample_data import _asset, assets_dir
-from preprocessing.tiny_face_models import DETECTOR_FILE, make_tiny_insightface_pack
+from tests.tiny_face_models import DETECTOR_FILE, make_tiny_insightface_pack
 
 
 @pytest.fixture(scope="module")
@@ -186,7 +186,7 @@ def test_pack_models_are_told_apart_as_insightface_routes_them(tiny_pack):
     from insightface.app import FaceAnalysis
 
     from preprocessing.faces import find_pack_model, pack_model_kind
-    from preprocessing.tiny_face_models import LANDMARK_FILE, RECOGNIZER_FILE
+    from tests.tiny_face_models import LANDMARK_FILE, RECOGNIZER_FILE
 
     root, folder = tiny_pack
     kinds = {p.name: pack_model_kind(p) for p in folder.glob("*.onnx")}
@@ -200,7 +200,7 @@ def test_pack_models_are_told_apart_as_insightface_routes_them(tiny_pack):
 
 
 def test_insightface_backend_gives_the_106_point_lips(tiny_pack, astronaut):
-    from preprocessing.tiny_face_models import LANDMARK_FILE
+    from tests.tiny_face_models import LANDMARK_FILE
 
     root, folder = tiny_pack
     backend = make_face_backend("insightface", root=root, pack="tiny", det_size=(256, 256), score_threshold=0.5)

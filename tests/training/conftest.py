@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from training.synthetic_shards import write_synthetic_shards
+from tests.synthetic_shards import write_synthetic_shards
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from infra.config_tree import load
-from training.synthetic_shards import write_synthetic_shards
+from tests.synthetic_shards import write_synthetic_shards
 
 torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[2]

@@ -29,6 +29,13 @@ def test_one_rank_runs_fp32_zero12_as_stage0_and_many_ranks_keep_the_shipped_fil
     assert deepspeed_config(TrainConfig(zero_stage=3), "fp32", world_size=1)["zero_optimization"] == shipped3
 
 
+def test_the_one_rank_shortcut_can_be_turned_off():
+    shipped = json.loads((DEEPSPEED_CONFIG_DIR / "zero2.json").read_text())["zero_optimization"]
+    for precision in ("fp32", "bf16"):
+        cfg = TrainConfig(zero_stage=2, one_rank_shortcut=False)
+        assert deepspeed_config(cfg, precision, world_size=1)["zero_optimization"] == shipped
+
+
 def test_an_explicit_deepspeed_config_is_used_as_written(tmp_path):
     path = tmp_path / "mine.json"
     path.write_text(json.dumps({"zero_optimization": {"stage": 2, "contiguous_gradients": True}}))
@@ -51,7 +58,8 @@ ZERO2_AS_WRITTEN = str(DEEPSPEED_CONFIG_DIR / "zero2.json")
     (2, ZERO2_AS_WRITTEN, 0.5, 2),  # real ZeRO-2 partitions (of one), DeepSpeed clips
 ])
 def test_one_rank_matches_the_plain_loop_step_by_step(zero_stage, ds_file, max_grad_norm, grad_accum):
-    from training.engine import DeepSpeedEngine, TorchEngine, init_distributed
+    from benchmarks.torch_engine import TorchEngine
+    from training.engine import DeepSpeedEngine, init_distributed
 
     init_distributed()
     # lr and a tight clipping norm large enough that clipping, warmup and weight decay all act

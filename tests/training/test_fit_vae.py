@@ -7,8 +7,8 @@ import torch
 
 from infra.config_tree import load
 from model.build import build_vae
+from tests.synthetic_shards import write_synthetic_shards
 from training.fit_vae import VaeFitter
-from training.synthetic_shards import write_synthetic_shards
 
 
 def _cfg(tmp_path, out, **vae):

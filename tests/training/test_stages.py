@@ -102,7 +102,7 @@ class _Crash(RuntimeError):
     pass
 
 
-# One fp32 rank runs ZeRO-2 as stage 0 (training.engine.one_rank_stage); the shipped zero2.json named explicitly
+# One fp32 rank runs ZeRO-2 as stage 0 (train.one_rank_shortcut); the shipped zero2.json named explicitly
 # keeps ZeRO-2's partitioned optimizer checkpoint, the layout multi-rank runs save and resume.
 @pytest.mark.parametrize("zero2_as_written", [False, True], ids=["one-rank-default", "zero2"])
 def test_resume_after_a_kill_gives_the_same_losses_and_weights(synthetic_shards, tmp_path, zero2_as_written):

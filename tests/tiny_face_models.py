@@ -7,7 +7,7 @@ with 2 anchors; a recognizer: one 112x112x3 input, one 512-d output; a landmark 
 ``2d106det``: one 192x192x3 input, 212 outputs = 106 (x, y) in [-1, 1] of the crop), so the real loading code
 paths run; their outputs are arbitrary. Put them where a real pack goes:
 
-    python -m preprocessing.tiny_face_models --root /tmp/insightface --pack tiny   # -> /tmp/insightface/models/tiny/
+    python -m tests.tiny_face_models --root /tmp/insightface --pack tiny   # -> /tmp/insightface/models/tiny/
 """
 
 from __future__ import annotations
