@@ -205,7 +205,3 @@ def mouth_boxes(kps: np.ndarray, size: int, width_pad: float = 0.3, height_scale
     half_h = np.maximum(np.linalg.norm(centre - nose, axis=1) * height_scale, 0.25 * width)
     out = np.stack([centre[:, 0] - half_w, centre[:, 1] - half_h, centre[:, 0] + half_w, centre[:, 1] + half_h], 1)
     return np.clip(out, 0, size).astype(np.float32)
-
-
-def kps_inside(kps: np.ndarray, size: int) -> bool:
-    return bool(np.all(kps >= 0) and np.all(kps <= size))

@@ -69,7 +69,6 @@ class PreprocessConfig:
     # rerun into an output made with other OUTPUT fields: "error" (refuse, naming them) | "reprocess" (redo
     # every video processed with other values; the shards and index are rebuilt)
     on_config_change: str = field(default="error", metadata=RUNTIME)
-    extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check(self.fps > 0, "preprocess.fps", "must be > 0")

@@ -7,7 +7,7 @@ Every function is deterministic for a given input and config, which is what make
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import cv2
@@ -223,9 +223,3 @@ def add_latents(sample: dict, latents: np.ndarray, latents_std: np.ndarray | Non
                                           f"{latents.shape}")
         out["latents_std.npy"] = shards.npy_bytes(latents_std.astype(np.float16))
     return out
-
-
-def plan_summary(plan: VideoPlan) -> dict:
-    d = asdict(plan)
-    d["spans"] = [asdict(s) for s in plan.spans]
-    return d
