@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from evaluation.metrics import REGISTRY
+from evaluation.protocols import PROTOCOLS, Protocol, get_protocol
 from infra.config import check
 
-METRICS = ("fid", "fvd", "facesim", "kpsdis", "syncnet")
+METRICS = tuple(REGISTRY)  # derived from the registry: one place names the metrics
 
 
 @dataclass
@@ -16,17 +18,29 @@ class EvalConfig:
     test_set: str = ""
     output_dir: str = "runs/eval"
     metrics: list[str] = field(default_factory=lambda: list(METRICS))
+    # Frames, clips, crops and thresholds of every metric (evaluation/protocols.py,
+    # docs/evaluation-protocol.md): stylegan-v | latentsync | all-clips
+    protocol: str = "stylegan-v"
     inception_path: str = ""  # pt_inception-2015-12-05 weights (pytorch-fid); empty -> random (tagged)
     i3d_path: str = ""  # TorchScript I3D (StyleGAN-V); empty -> random (tagged)
     syncnet_path: str = ""  # syncnet_v2.model; empty -> random (tagged)
-    face_id_backend: str = "sface"  # sface (offline default) | arcface
-    arcface_path: str = ""
-    face_backend: str = "yunet"  # face detector for KpsDis / ΔFaceSim / SyncNet crops: yunet | insightface
-    fvd_clip_frames: int = 16
+    # Face detector for KpsDis / ΔFaceSim / SyncNet tracks / face-crop FVD: auto = the backend recorded in
+    # the test set's shards (the one its target keypoints came from; yunet for a raw folder) | yunet | insightface
+    face_backend: str = "auto"
+    insightface_root: str = ""  # folder with models/<pack>/*.onnx; empty -> the test set's, else ~/.insightface
+    insightface_pack: str = "buffalo_l"
+    insightface_missing: str = "error"  # face_backend=insightface without the pack: error | auto (recorded backend)
+    face_id_backend: str = "auto"  # auto (the pack's ArcFace with insightface, else SFace) | sface | arcface
+    arcface_path: str = ""  # ArcFace ONNX file or pack folder; empty -> the pack under insightface_root
     fid_dims: int = 2048  # Inception block: 2048 (pool3, standard) | 768 | 192 | 64 (need fewer frames)
-    # Fewer samples than feature dims -> the Fréchet distance is NaN (counts logged) unless this is true,
-    # in which case it is computed from the singular covariance and tagged "<metric>_rank_deficient".
-    allow_rank_deficient: bool = False
+    # Fréchet distances are computed at any sample count, with the counts and "<metric>_rank_deficient" stored
+    # next to the value (as pytorch-fid and StyleGAN-V compute them); false: NaN below dim + 1 samples.
+    allow_rank_deficient: bool = True
+    floor: bool = True  # the real-vs-real row: FID/FVD between two halves of the ground truth
+    # Protocol overrides (the table then says "modified"): 0 / -1 keep the protocol's value.
+    fvd_clip_frames: int = 0
+    sync_min_track: int = -1
+    sync_min_face_size: int = -1
     reference_frame: int = 0  # ground-truth frame used as the reference image (excluded from ΔFaceSim)
     kps_target_size: int = 512  # KpsDis is reported in pixels of this square frame
     max_videos: int = 0  # 0 = all (per test set)
@@ -40,11 +54,15 @@ class EvalConfig:
     def __post_init__(self) -> None:
         unknown = set(self.metrics) - set(METRICS)
         check(not unknown, "eval.metrics", f"unknown metric(s) {sorted(unknown)}; known: {sorted(METRICS)}")
-        check(self.face_id_backend in ("sface", "arcface"), "eval.face_id_backend", "must be sface|arcface")
-        check(self.face_id_backend != "arcface" or bool(self.arcface_path), "eval.arcface_path",
-              "face_id_backend=arcface needs the path of an insightface ArcFace ONNX file or pack folder")
-        check(self.face_backend in ("yunet", "insightface"), "eval.face_backend", "must be yunet|insightface")
-        check(self.fvd_clip_frames >= 1, "eval.fvd_clip_frames", "must be >= 1")
+        check(self.protocol in PROTOCOLS, "eval.protocol", f"must be one of {sorted(PROTOCOLS)}, got {self.protocol!r}")
+        check(self.face_backend in ("auto", "yunet", "insightface"), "eval.face_backend",
+              "must be auto|yunet|insightface")
+        check(self.insightface_missing in ("error", "auto"), "eval.insightface_missing", "must be error|auto")
+        check(self.face_id_backend in ("auto", "sface", "arcface"), "eval.face_id_backend",
+              "must be auto|sface|arcface")
+        check(self.fvd_clip_frames >= 0, "eval.fvd_clip_frames", "must be >= 0 (0: the protocol's)")
+        check(self.sync_min_track >= -1, "eval.sync_min_track", "must be >= 0, or -1 for the protocol's")
+        check(self.sync_min_face_size >= -1, "eval.sync_min_face_size", "must be >= 0, or -1 for the protocol's")
         check(self.fid_dims in (64, 192, 768, 2048), "eval.fid_dims", "must be 64|192|768|2048")
         check(self.max_videos >= 0, "eval.max_videos", "must be >= 0")
         check(self.max_frames >= 0, "eval.max_frames", "must be >= 0")
@@ -53,3 +71,12 @@ class EvalConfig:
         check(self.sweep_videos >= 0, "eval.sweep_videos", "must be >= 0")
         check(self.batch_size >= 1, "eval.batch_size", "must be >= 1")
         check(all(w >= 0 for w in self.audio_weight_sweep), "eval.audio_weight_sweep", "weights must be >= 0")
+
+    def resolved_protocol(self) -> Protocol:
+        """``eval.protocol`` with the ``eval.*`` overrides applied (and recorded as modifications)."""
+        return get_protocol(
+            self.protocol,
+            fvd_clip_frames=self.fvd_clip_frames or None,
+            sync_min_track=None if self.sync_min_track < 0 else self.sync_min_track,
+            sync_min_face_size=None if self.sync_min_face_size < 0 else self.sync_min_face_size,
+        )

@@ -168,7 +168,7 @@ def inception_features(
     return np.concatenate(out) if out else np.zeros((0, model.dims))
 
 
-def fid_from_features(gen_features: np.ndarray, gt_features: np.ndarray, allow_rank_deficient: bool = False) -> float:
+def fid_from_features(gen_features: np.ndarray, gt_features: np.ndarray, allow_rank_deficient: bool = True) -> float:
     """FID of two per-frame feature sets (pytorch-fid: unbiased covariance)."""
     return frechet_distance_from_features(
         gen_features, gt_features, ddof=1, allow_rank_deficient=allow_rank_deficient,

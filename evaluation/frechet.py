@@ -12,10 +12,12 @@ The trace of the matrix square root is computed from the eigenvalues of the symm
 complex arithmetic and never fails to converge, unlike a general ``sqrtm`` of the non-symmetric product
 (for which pytorch-fid adds ``eps·I`` when it fails).
 
-Too few samples: a covariance of ``dim`` features estimated from ``n ≤ dim`` samples is singular, and the
-distance is then dominated by the estimation error. :func:`feature_statistics` raises
-:class:`RankDeficientError` (carrying the counts) unless ``allow_rank_deficient=True``; callers that prefer
-a NaN catch it (``evaluation.run`` logs NaN plus the counts).
+Few samples: a covariance of ``dim`` features estimated from ``n ≤ dim`` samples is singular, and the
+distance then carries a large estimation bias. The references (pytorch-fid, StyleGAN-V) compute it anyway,
+and so do we by default: :class:`FeatureStatistics` records ``num_samples`` and ``full_rank`` and
+:func:`summarize` stores both next to the value, so no number is read without its sample count. With
+``allow_rank_deficient=False`` such statistics raise :class:`RankDeficientError` (carrying the counts)
+instead. Fewer than ``ddof + 1`` samples give no covariance at all and always raise.
 """
 
 from __future__ import annotations
@@ -28,8 +30,11 @@ import numpy as np
 class RankDeficientError(ValueError):
     """Fewer samples than needed for a full-rank covariance; carries the counts."""
 
-    def __init__(self, name: str, num_samples: int, dim: int):
+    def __init__(self, name: str, num_samples: int, dim: int, minimum: int | None = None):
         self.name, self.num_samples, self.dim = name, num_samples, dim
+        if minimum is not None:
+            super().__init__(f"{name}: {num_samples} samples cannot give a covariance (need at least {minimum})")
+            return
         super().__init__(
             f"{name}: {num_samples} samples of {dim}-d features cannot give a full-rank covariance "
             f"(need at least {dim + 1}); add samples, use lower-dimensional features, or pass "
@@ -50,15 +55,15 @@ class FeatureStatistics:
 
 
 def feature_statistics(
-    features: np.ndarray, *, ddof: int = 1, name: str = "features", allow_rank_deficient: bool = False
+    features: np.ndarray, *, ddof: int = 1, name: str = "features", allow_rank_deficient: bool = True
 ) -> FeatureStatistics:
     """Mean and covariance (float64) of ``features`` ``(num_samples, dim)``."""
     x = np.asarray(features, dtype=np.float64)
     if x.ndim != 2:
         raise ValueError(f"{name}: expected (num_samples, dim) features, got shape {x.shape}")
     n, d = x.shape
-    if n < 2:
-        raise RankDeficientError(name, n, d)  # not even a covariance
+    if n < ddof + 1:
+        raise RankDeficientError(name, n, d, minimum=ddof + 1)  # not even a covariance
     if not np.isfinite(x).all():
         raise ValueError(f"{name}: features contain NaN or inf ({int((~np.isfinite(x)).sum())} values)")
     full_rank = n > d
@@ -122,7 +127,7 @@ def frechet_distance_from_features(
     features2: np.ndarray,
     *,
     ddof: int = 1,
-    allow_rank_deficient: bool = False,
+    allow_rank_deficient: bool = True,
     names: tuple[str, str] = ("generated", "ground truth"),
 ) -> float:
     """Convenience: statistics of both sets, then their Fréchet distance."""
@@ -167,10 +172,29 @@ class RunningMoments:
     def dim(self) -> int:
         return 0 if self._shift is None else int(self._shift.shape[0])
 
-    def statistics(self, ddof: int = 1, allow_rank_deficient: bool = False) -> FeatureStatistics:
+    def statistics(self, ddof: int = 1, allow_rank_deficient: bool = True) -> FeatureStatistics:
         n, d = self.num_samples, self.dim
-        if n < 2 or (n <= d and not allow_rank_deficient):
+        if n < ddof + 1:
+            raise RankDeficientError(self.name, n, d, minimum=ddof + 1)
+        if n <= d and not allow_rank_deficient:
             raise RankDeficientError(self.name, n, d)
         mean_c = self._sum / n
         cov = (self._outer - n * np.outer(mean_c, mean_c)) / (n - ddof)
         return FeatureStatistics(mean=mean_c + self._shift, cov=(cov + cov.T) / 2, num_samples=n, full_rank=n > d)
+
+
+def summarize(prefix: str, a: RunningMoments, b: RunningMoments, *, ddof: int, sides: tuple[str, str],
+              allow_rank_deficient: bool = True) -> dict:
+    """``{prefix: distance, prefix_samples_<side>: n, prefix_dim, prefix_rank_deficient}``; the distance is
+    NaN (with ``prefix_error``) only when a side has too few samples for any covariance, or fewer than
+    ``dim + 1`` with ``allow_rank_deficient=False``."""
+    out: dict = {f"{prefix}_samples_{sides[0]}": a.num_samples, f"{prefix}_samples_{sides[1]}": b.num_samples,
+                 f"{prefix}_dim": max(a.dim, b.dim)}
+    out[f"{prefix}_rank_deficient"] = min(a.num_samples, b.num_samples) <= out[f"{prefix}_dim"]
+    try:
+        out[prefix] = frechet_distance(a.statistics(ddof, allow_rank_deficient),
+                                       b.statistics(ddof, allow_rank_deficient))
+    except RankDeficientError as exc:
+        out[prefix] = float("nan")
+        out[f"{prefix}_error"] = str(exc)
+    return out

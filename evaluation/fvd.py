@@ -1,16 +1,20 @@
-"""FVD: I3D (Kinetics-400, TorchScript) features of 16-frame clips + Fréchet distance (StyleGAN-V convention).
+"""FVD: I3D (Kinetics-400, TorchScript) features of 16-frame clips + Fréchet distance.
+
+Which clips, crops, value range and covariance are used is the protocol's choice
+(``evaluation.protocols``: ``stylegan-v``, ``latentsync``, ``all-clips``); this module provides the pieces.
 
 Input convention
 ----------------
 - A video is RGB ``uint8`` ``(T, H, W, 3)`` at its native frame rate (25 fps here; no subsampling).
-- It is cut into non-overlapping ``clip_frames``-frame clips (default 16, "FVD-16"); the trailing
-  ``T mod clip_frames`` frames are dropped and counted; a video shorter than one clip gives no clip and is
-  counted in :attr:`ClipFeatures.too_short` (never padded, which would change the statistics).
-- A clip becomes float ``(1, 3, t, H, W)`` in [-1, 1] (``x / 127.5 - 1``) and goes through
-  ``detector(clip, rescale=False, resize=True, return_features=True)``: the detector resizes every frame to
-  224×224 and returns the 400-d logits before the softmax. (StyleGAN-V's ``compute_fvd`` passes the uint8
-  tensor with ``rescale=True`` instead, which does the same ``/127.5 − 1`` inside the TorchScript graph.)
-- Statistics use ``ddof=0`` (StyleGAN-V's ``FeatureStats``); a full-rank 400-d covariance needs ≥ 401 clips.
+- A clip becomes float ``(1, 3, t, H, W)``: ``value_range="minus1_1"`` maps to [-1, 1] (``x / 127.5 - 1``,
+  what StyleGAN-V's ``rescale=True`` does inside the TorchScript graph on uint8 input);
+  ``value_range="zero_one"`` is ``x / 255`` (LatentSync passes that to the I3D with ``rescale=False``).
+- It goes through ``detector(clip, rescale=False, resize=..., return_features=True)``: with ``resize=True``
+  the detector resizes every frame to 224×224 itself; face crops are already 224². The output is the
+  400-d logits before the softmax.
+- :func:`split_clips` / :func:`i3d_features` cut a video into every non-overlapping ``clip_frames`` clip
+  (the ``all-clips`` protocol); trailing frames are dropped and counted, and a video shorter than one clip
+  is counted in :attr:`ClipFeatures.too_short` (never padded).
 
 The real detector: ``i3d_torchscript.pt`` from StyleGAN-V (``torch.jit.load``), given as ``eval.i3d_path``.
 Without it a random-weight :class:`evaluation.i3d.InceptionI3d` with the same signature is used and
@@ -31,6 +35,7 @@ from evaluation.i3d import InceptionI3d
 
 I3D_FILE = "i3d_torchscript.pt"
 DETECTOR_KWARGS = dict(rescale=False, resize=True, return_features=True)
+VALUE_RANGES = ("minus1_1", "zero_one")
 
 
 @dataclass
@@ -38,8 +43,12 @@ class I3DDetector:
     model: nn.Module
     random_weights: bool
 
-    def __call__(self, clips: torch.Tensor) -> torch.Tensor:
-        return self.model(clips, **DETECTOR_KWARGS)
+    def __call__(self, clips: torch.Tensor, resize: bool = True) -> torch.Tensor:
+        return self.model(clips, **{**DETECTOR_KWARGS, "resize": resize})
+
+    @property
+    def device(self) -> torch.device:
+        return next(iter(self.model.parameters()), torch.zeros(())).device
 
 
 def load_i3d(path: str | Path | None = None, device: str = "cpu", random_width: float = 1.0, seed: int = 0):
@@ -76,10 +85,41 @@ def split_clips(video: np.ndarray, clip_frames: int = 16, name: str = "video") -
     return video[: n * clip_frames].reshape(n, clip_frames, *video.shape[1:]), len(video) - n * clip_frames
 
 
-def clips_to_detector_input(clips: np.ndarray) -> torch.Tensor:
-    """``(b, t, H, W, 3)`` uint8 -> float ``(b, 3, t, H, W)`` in [-1, 1]."""
+def clips_to_detector_input(clips: np.ndarray, value_range: str = "minus1_1") -> torch.Tensor:
+    """``(b, t, H, W, 3)`` uint8 -> float ``(b, 3, t, H, W)`` in [-1, 1] or [0, 1]."""
+    if value_range not in VALUE_RANGES:
+        raise ValueError(f"value_range must be one of {VALUE_RANGES}, got {value_range!r}")
     x = torch.from_numpy(np.ascontiguousarray(clips)).permute(0, 4, 1, 2, 3).float()
-    return x / 127.5 - 1.0
+    return x / 127.5 - 1.0 if value_range == "minus1_1" else x / 255.0
+
+
+@torch.no_grad()
+def clip_features(detector: I3DDetector, clips: np.ndarray, value_range: str = "minus1_1", resize: bool = True,
+                  batch_clips: int = 2) -> np.ndarray:
+    """I3D features (float64 ``(n, 400)``) of uint8 clips ``(n, t, H, W, 3)``."""
+    feats = []
+    for i in range(0, len(clips), batch_clips):
+        out = detector(clips_to_detector_input(clips[i : i + batch_clips], value_range).to(detector.device), resize)
+        feats.append(out.double().cpu().numpy().reshape(out.shape[0], -1))
+    return np.concatenate(feats) if feats else np.zeros((0, 0))
+
+
+def face_crop_clip(frames: np.ndarray, boxes: list, size: int = 224) -> np.ndarray:
+    """Each frame's face box (x0, y0, x1, y1; truncated to integers and clamped to the frame, as LatentSync's
+    ``detect_face``) resized to ``size``² with area interpolation; ``ValueError`` if a frame has no face."""
+    import cv2
+
+    h, w = frames.shape[1:3]
+    out = np.empty((len(frames), size, size, 3), np.uint8)
+    for i, (frame, box) in enumerate(zip(frames, boxes)):
+        if box is None:
+            raise ValueError(f"no face in clip frame {i}")
+        x0, y0, x1, y1 = (int(v) for v in box)
+        x0, y0, x1, y1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
+        if x1 <= x0 or y1 <= y0:
+            raise ValueError(f"clip frame {i}: empty face box {list(box)}")
+        out[i] = cv2.resize(np.ascontiguousarray(frame[y0:y1, x0:x1]), (size, size), interpolation=cv2.INTER_AREA)
+    return out
 
 
 @torch.no_grad()
@@ -96,27 +136,24 @@ def i3d_features(
         raise ValueError(f"{len(videos)} videos but {len(names)} names")
     result = ClipFeatures(features=np.zeros((0, 0)))
     feats = []
-    device = next(iter(detector.model.parameters()), torch.zeros(())).device
     for video, name in zip(videos, names):
         clips, dropped = split_clips(video, clip_frames, name)
         result.dropped_frames += dropped
         if len(clips) == 0:
             result.too_short.append(name)
             continue
-        for i in range(0, len(clips), batch_clips):
-            out = detector(clips_to_detector_input(clips[i : i + batch_clips]).to(device))
-            feats.append(out.double().cpu().numpy().reshape(out.shape[0], -1))
+        feats.append(clip_features(detector, clips, batch_clips=batch_clips))
     result.features = np.concatenate(feats) if feats else np.zeros((0, 0))
     result.num_clips = len(result.features)
     return result
 
 
-def fvd_from_features(gen: np.ndarray, gt: np.ndarray, allow_rank_deficient: bool = False) -> float:
-    """FVD of two clip-feature sets (StyleGAN-V: biased covariance)."""
+def fvd_from_features(gen: np.ndarray, gt: np.ndarray, allow_rank_deficient: bool = True, ddof: int = 0) -> float:
+    """FVD of two clip-feature sets (StyleGAN-V: biased covariance, ``ddof=0``; LatentSync: ``ddof=1``)."""
     for feats, what in ((gen, "generated"), (gt, "ground-truth")):
         if len(feats) == 0:
             raise ValueError(f"FVD: no {what} clips (every video shorter than one clip?)")
     return frechet_distance_from_features(
-        gen, gt, ddof=0, allow_rank_deficient=allow_rank_deficient,
+        gen, gt, ddof=ddof, allow_rank_deficient=allow_rank_deficient,
         names=("FVD generated clips", "FVD ground-truth clips"),
     )

@@ -1,86 +1,85 @@
-"""The evaluation's outputs: the Table-1 layout, the per-video CSV, plots, and the MLflow run."""
+"""The evaluation's outputs: the Table-1 layout, strict-JSON metrics, the per-video CSV, plots, the MLflow run.
+
+Table columns, notes and plotted per-video keys come from the metric registry (``evaluation.metrics``):
+each metric class declares its columns (one cell per row: Ground-Truth, the real-vs-real floor, the
+method), so a new metric appears here without touching this module.
+"""
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-PLOT_METRICS = ("delta_facesim", "facesim_generated", "kpsdis", "lse_d", "lse_c", "av_offset")
+from evaluation.metrics import metric_classes
+from evaluation.metrics.base import ROWS
+
+ROW_LABELS = {"ground_truth": "Ground-Truth", "floor": "Real vs real (floor)"}
 
 
 # ------------------------------------------------------------------------------------------- table
 
 
-def _fmt(value: Any, digits: int = 2) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "nan"
-    return f"{value:.{digits}f}"
-
-
-def table1(results: dict[str, dict[str, float]], method: str) -> str:
-    """The paper's Table 1 layout: per dataset FID, FVD, ΔFaceSim (FaceSim), KpsDis, SyncNet (= LSE-C);
-    a Ground-Truth row (FaceSim of the real frames, LSE-C of the real video) above the method's row."""
-    cols = ["FID", "FVD", "ΔFaceSim", "KpsDis", "SyncNet"]
-    width = [8, 8, 15, 8, 8]
+def table1(results: dict[str, dict[str, Any]], method: str, metrics: list[str] | None = None,
+           header: list[str] | tuple[str, ...] = ()) -> str:
+    """The paper's Table 1 layout, per dataset one column group of the metrics' columns (FID, FVD,
+    ΔFaceSim (FaceSim), KpsDis, Sync-C, Sync-D); rows Ground-Truth, the real-vs-real floor, the method.
+    ``header`` lines (protocol, networks, random-weight warning) go above it, notes for every nan below."""
+    classes = metric_classes(metrics)
+    cols = [c for cls in classes for c in cls.columns]
     datasets = list(results)
-    name_w = max(16, len(method) + 2)
-    head1 = " " * name_w + "".join(f"| {d:<{sum(width) + len(width) - 1}}" for d in datasets)
-    head2 = f"{'':<{name_w}}" + "".join("| " + " ".join(f"{c:>{w}}" for c, w in zip(cols, width)) for _ in datasets)
-
-    def row(label: str, cells_per_ds: list[list[str]]) -> str:
-        return f"{label:<{name_w}}" + "".join(
-            "| " + " ".join(f"{c:>{w}}" for c, w in zip(cells, width)) for cells in cells_per_ds)
-
-    gt, ours = [], []
-    for d in datasets:
-        r = results[d]
-        gt.append(["-", "-", f"0.00 ({_fmt(r.get('facesim_ground_truth'))})" if "facesim_ground_truth" in r else "-",
-                   "-", _fmt(r.get("lse_c_gt"), 3) if "lse_c_gt" in r else "-"])
-        ours.append([_fmt(r.get("fid")) if "fid" in r else "-", _fmt(r.get("fvd")) if "fvd" in r else "-",
-                     f"{_fmt(r.get('delta_facesim'))} ({_fmt(r.get('facesim_generated'))})"
-                     if "delta_facesim" in r else "-",
-                     _fmt(r.get("kpsdis")) if "kpsdis" in r else "-", _fmt(r.get("lse_c"), 3) if "lse_c" in r else "-"])
-    lines = [head1, head2, "-" * len(head2), row("Ground-Truth", gt), row(method, ours)]
-    notes = [f"  {d}: {n}" for d in datasets for n in table_notes(results[d])]
+    group_w = sum(c.width for c in cols) + len(cols) - 1
+    name_w = max(22, len(method) + 2)
+    head1 = " " * name_w + "".join(f"| {d:<{group_w}}" for d in datasets)
+    head2 = f"{'':<{name_w}}" + "".join("| " + " ".join(f"{c.header:>{c.width}}" for c in cols) for _ in datasets)
+    lines = [*header, *([""] if header else []), head1, head2, "-" * len(head2)]
+    for row in ROWS:
+        label = ROW_LABELS.get(row, method)
+        cells = ["| " + " ".join(f"{c.cell(results[d], row):>{c.width}}" for c in cols) for d in datasets]
+        lines.append(f"{label:<{name_w}}" + "".join(cells))
+    notes = [f"  {d}: {n}" for d in datasets for cls in classes for n in cls.notes(results[d])]
+    notes += [f"  {d}: {int(results[d]['skipped_no_audio'])} test videos skipped: no audio"
+              for d in datasets if results[d].get("skipped_no_audio")]
     if notes:
-        lines += ["", "Notes (nan = not computable; see per_video.csv and the MLflow metrics):", *notes]
+        lines += ["", "Notes (nan = not computable; see per_video.csv and metrics.json):", *notes]
     return "\n".join(lines)
 
 
-def _isnan(v: Any) -> bool:
-    return v is None or (isinstance(v, float) and math.isnan(v))
+def random_weights_label(networks: list[str]) -> str:
+    """The warning every output that shows numbers carries when a feature network had random weights."""
+    if not networks:
+        return ""
+    return f"RANDOM-WEIGHT feature networks ({', '.join(networks)}): these numbers test the plumbing, not quality"
 
 
-def table_notes(r: dict[str, float]) -> list[str]:
-    """Why a number is missing or qualified: sample counts, no-face frames, fallbacks."""
-    notes = []
-    for name in ("fid", "fvd"):
-        if name not in r:
-            continue
-        counts = f"{int(r.get(f'{name}_samples', 0))} samples, {int(r.get(f'{name}_required_samples', 0))} needed"
-        if _isnan(r[name]):
-            notes.append(f"{name.upper()} nan: too few samples for a full-rank covariance ({counts})")
-        elif r.get(f"{name}_rank_deficient"):
-            notes.append(f"{name.upper()} computed from a rank-deficient covariance ({counts}); not comparable")
-    if r.get("facesim_failed_videos"):
-        notes.append(f"ΔFaceSim: {int(r['facesim_failed_videos'])} of {int(r['num_videos'])} videos without a "
-                     "face in any generated frame (or no reference face)")
-    if r.get("kpsdis_no_face_frames"):
-        notes.append(f"KpsDis: {int(r['kpsdis_no_face_frames'])} generated frames without a face (excluded), "
-                     f"{int(r.get('kpsdis_failed_videos', 0))} videos with none")
-    if r.get("syncnet_failed_videos"):
-        notes.append(f"SyncNet: {int(r['syncnet_failed_videos'])} videos not scored (see syncnet_error)")
-    if r.get("syncnet_gt_box_fallback"):
-        notes.append(f"SyncNet: {int(r['syncnet_gt_box_fallback'])} videos cropped with the ground-truth face "
-                     "boxes (no face detected in the generated frames)")
-    if r.get("skipped_no_audio"):
-        notes.append(f"{int(r['skipped_no_audio'])} test videos skipped: no audio")
-    return notes
+# ------------------------------------------------------------------------------------------- json
+
+
+def strict(obj: Any) -> Any:
+    """``obj`` with NaN/inf as None and numpy scalars/arrays as Python values: valid RFC 8259 JSON."""
+    if isinstance(obj, dict):
+        return {str(k): strict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return strict(obj.tolist())
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    return obj
+
+
+def write_strict_json(obj: Any, path: Path) -> Path:
+    path.write_text(json.dumps(strict(obj), indent=1, sort_keys=True, allow_nan=False) + "\n")
+    return path
 
 
 # ------------------------------------------------------------------------------------------- csv
@@ -110,21 +109,45 @@ def _pyplot():
     return plt
 
 
-def plot_distributions(rows: list[dict], path: Path) -> Path | None:
-    """One histogram per per-video metric, one colour per dataset; NaN rows are left out (and counted)."""
-    metrics = [m for m in PLOT_METRICS if any(m in r for r in rows)]
-    if not metrics:
-        return None
+def _suptitle(fig, random_networks: list[str] | None) -> None:
+    label = random_weights_label(random_networks or [])
+    if label:
+        fig.suptitle(label, fontsize=8, color="darkred")
+
+
+def plot_keys(metrics: list[str] | None = None) -> list[str]:
+    return [k for cls in metric_classes(metrics) for k in cls.plot_keys]
+
+
+def _no_data(ax) -> None:
+    ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes, fontsize=12, color="0.4")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def plot_distributions(rows: list[dict], path: Path, metrics: list[str] | None = None,
+                       random_networks: list[str] | None = None) -> Path:
+    """One histogram per per-video metric, one colour per dataset; NaN rows are left out (and counted);
+    a metric without a single finite value says "no data"."""
+    keys = plot_keys(metrics) or ["(no per-video metric)"]
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 2.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 3.0), squeeze=False)
     datasets = sorted({r["dataset"] for r in rows})
-    for ax, m in zip(axes[0], metrics):
+    for ax, m in zip(axes[0], keys):
+        ax.set_title(m, fontsize=9)
+        drawn = False
         for d in datasets:
-            v = np.array([float(r.get(m, np.nan)) for r in rows if r["dataset"] == d])
+            v = np.array([float(r[m]) if r.get(m) is not None else np.nan for r in rows if r["dataset"] == d])
             ok = v[~np.isnan(v)]
-            ax.hist(ok, bins=min(20, max(3, len(ok))), alpha=0.6, label=f"{d} (n={len(ok)}, nan={len(v) - len(ok)})")
-        ax.set_title(m)
-        ax.legend(fontsize=6)
+            if len(ok):
+                ax.hist(ok, bins=min(20, max(3, len(ok))), alpha=0.6,
+                        label=f"{d} (n={len(ok)}, nan={len(v) - len(ok)})")
+                drawn = True
+        if drawn:
+            ax.legend(fontsize=6)
+        else:
+            _no_data(ax)
+    _suptitle(fig, random_networks)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -145,7 +168,8 @@ def mouth_opening(frames: np.ndarray, mouth_boxes: np.ndarray) -> np.ndarray:
     return out
 
 
-def plot_audio_weight_sweep(sweep: dict[float, tuple[np.ndarray, np.ndarray]], path: Path, title: str) -> Path:
+def plot_audio_weight_sweep(sweep: dict[float, tuple[np.ndarray, np.ndarray]], path: Path, title: str,
+                            random_networks: list[str] | None = None) -> Path:
     """The paper's Fig. 3 as numbers and pictures: mouth opening over time for each audio attention weight
     (left) and six evenly spaced frames per weight (right, one row per weight)."""
     plt = _pyplot()
@@ -158,11 +182,16 @@ def plot_audio_weight_sweep(sweep: dict[float, tuple[np.ndarray, np.ndarray]], p
     ax.set_xlabel("frame")
     ax.set_ylabel("mouth opening (grayscale std in mouth box)")
     ax.set_title(title, fontsize=8)
-    ax.legend(fontsize=7)
-    ax_img.imshow(np.concatenate(strips, axis=0))
-    ax_img.set_yticks([(i + 0.5) * strips[0].shape[0] for i in range(len(strips))],
-                      [f"w={w:g}" for w in sorted(sweep)])
-    ax_img.set_xticks([])
+    if strips:
+        ax.legend(fontsize=7)
+        ax_img.imshow(np.concatenate(strips, axis=0))
+        ax_img.set_yticks([(i + 0.5) * strips[0].shape[0] for i in range(len(strips))],
+                          [f"w={w:g}" for w in sorted(sweep)])
+        ax_img.set_xticks([])
+    else:
+        _no_data(ax)
+        _no_data(ax_img)
+    _suptitle(fig, random_networks)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -185,6 +214,13 @@ def flatten_params(prefix: str, obj: Any) -> dict[str, str]:
     return out
 
 
+def numeric_metrics(dataset: str, metrics: dict[str, Any]) -> dict[str, float]:
+    """The MLflow metrics of one dataset: numbers, and flags as 0/1 (NaN stays NaN, which MLflow stores);
+    strings (protocol, backends, errors) stay in metrics.json and the params."""
+    return {f"{dataset}/{k}": float(v) for k, v in metrics.items()
+            if isinstance(v, (bool, np.bool_, int, float, np.integer, np.floating))}
+
+
 def log_to_mlflow(tracking_uri: str, experiment: str, run_name: str, params: dict[str, str],
                   results: dict[str, dict[str, float]], tags: dict[str, str], artifacts: list[Path]) -> str:
     import mlflow
@@ -195,7 +231,7 @@ def log_to_mlflow(tracking_uri: str, experiment: str, run_name: str, params: dic
         mlflow.set_tags(tags)
         mlflow.log_params(params)
         for dataset, metrics in results.items():
-            mlflow.log_metrics({f"{dataset}/{k}": float(v) for k, v in metrics.items()})
+            mlflow.log_metrics(numeric_metrics(dataset, metrics))
         for a in artifacts:
             mlflow.log_artifact(str(a))
         return run.info.run_id

@@ -4,10 +4,10 @@ Conventions (those of joonson/syncnet_python, the reference for LSE-D/LSE-C sinc
 - Video at 25 fps, audio 16 kHz mono. One video frame = 640 samples = 4 MFCC frames (10 ms hop).
 - Audio features: ``python_speech_features.mfcc`` defaults (13 coefficients, 25 ms window, 26 filters,
   energy as c0) on the int16-scaled waveform, as ``scipy.io.wavfile.read`` of a PCM16 file gives it.
-- Face track: per-frame face boxes, median-filtered over 13 frames; crop ``[cy − s, cy + s(1 + 2·0.4)] ×
-  [cx − s(1 + 0.4), cx + s(1 + 0.4)]`` (s = half the larger box side) from the frame padded with value 110,
-  resized to 224×224, BGR, values 0…255 (``run_pipeline.crop_video``). Boxes come from our face backend
-  (YuNet by default) instead of S3FD, and the whole clip is one track (our clips hold one face).
+- Face track: per-frame face boxes, median-filtered over 13 frames; crop ``[cy − s, cy + s(1 + 2·cs)] ×
+  [cx − s(1 + cs), cx + s(1 + cs)]`` (s = half the larger box side, crop scale cs = 0.4) from the frame padded
+  with value 110, resized to 224×224, BGR, values 0…255 (``run_pipeline.crop_video``). Boxes come from the
+  evaluation's face backend instead of S3FD; which tracks are scored is ``evaluation.sync_tracks``.
 - Windows: for frame i, video frames ``i … i+4`` and MFCC frames ``4i … 4i+19``; ``min_length =
   min(frames, floor(samples / 640))``, windows ``0 … min_length − 6`` (the reference's ``lastframe``).
 - Distances: audio features padded with ``vshift`` zero vectors at both ends; ``dists[i, k] =
@@ -166,7 +166,7 @@ def mfcc_features(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarr
     return python_speech_features.mfcc(pcm, SAMPLE_RATE).T
 
 
-def syncnet_face_crops(frames: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+def syncnet_face_crops(frames: np.ndarray, boxes: np.ndarray, crop_scale: float = CROP_SCALE) -> np.ndarray:
     """RGB ``(T, H, W, 3)`` + face boxes ``(T, 4)`` x0,y0,x1,y1 -> BGR uint8 crops ``(T, 224, 224, 3)``."""
     if len(frames) != len(boxes):
         raise ValueError(f"{len(frames)} frames but {len(boxes)} face boxes")
@@ -176,7 +176,7 @@ def syncnet_face_crops(frames: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     cy = medfilt((boxes[:, 1] + boxes[:, 3]) / 2, kernel)
     cx = medfilt((boxes[:, 0] + boxes[:, 2]) / 2, kernel)
     out = np.empty((len(frames), CROP_SIZE, CROP_SIZE, 3), np.uint8)
-    cs = CROP_SCALE
+    cs = crop_scale
     for i, frame in enumerate(frames):
         bs = size[i]
         pad = int(bs * (1 + 2 * cs))

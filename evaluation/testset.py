@@ -8,6 +8,7 @@ are detected per frame and rescaled to that square).
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ class TestVideo:
     fps: float
     audio_features: np.ndarray | None = None  # (2F, D) from the shard, if any
     mouth: np.ndarray | None = None  # (F, 4) mouth boxes in kps_size pixels, if known
+    face_backend: str | None = None  # the detector the keypoints came from ("yunet" | "insightface:<pack>")
+    source_id: str | None = None  # the source video the clip was cut from (clips of one source share it)
 
 
 def parse_test_sets(spec: str | list[str]) -> list[tuple[str, str]]:
@@ -78,7 +81,28 @@ def iter_shard_videos(folder: Path, dataset: str) -> Iterator[TestVideo]:
                 name=s["key"], dataset=dataset, frames=s["frames"], audio=s.get("audio"), kps=s["kps"],
                 kps_size=int(meta.get("crop_size", s["frames"].shape[1])), fps=float(meta.get("fps", 25.0)),
                 audio_features=s.get("audio_features"), mouth=s.get("mouth"),
+                face_backend=meta.get("face_backend"), source_id=meta.get("video_id"),
             )
+
+
+def recorded_face_backend(path: str | Path) -> tuple[str | None, str | None]:
+    """The face backend a shard test set was preprocessed with (``"yunet"`` | ``"insightface:<pack>"``) and
+    the insightface root it used, from ``index.json`` (else the first sample's metadata); ``(None, None)``
+    for a folder of raw videos."""
+    from preprocessing import shards
+
+    folder = Path(path)
+    if not (folder / "index.json").is_file():
+        return None, None
+    config = shards.read_index(folder).get("config") or {}
+    name = config.get("face_backend")
+    if name:
+        pack = config.get("insightface_pack") or "buffalo_l"
+        return (name if name == "yunet" else f"insightface:{pack}"), (config.get("insightface_root") or None)
+    for tar in shards.shard_paths(folder):
+        for raw in shards.iter_tar_samples(tar):
+            return json.loads(raw["json"]).get("face_backend"), None
+    return None, None
 
 
 def video_files(folder: Path) -> list[Path]:
@@ -105,7 +129,8 @@ def iter_folder_videos(folder: Path, dataset: str, backend: Any, kps_size: int =
         kps = _interpolated_kps(faces)
         h, w = frames.shape[1:3]
         yield TestVideo(name=path.stem, dataset=dataset, frames=frames, audio=audio,
-                        kps=kps * np.array([kps_size / w, kps_size / h]), kps_size=kps_size, fps=fps)
+                        kps=kps * np.array([kps_size / w, kps_size / h]), kps_size=kps_size, fps=fps,
+                        face_backend=getattr(backend, "name", None), source_id=path.stem)
 
 
 def _interpolated_kps(faces: list) -> np.ndarray:

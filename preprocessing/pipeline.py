@@ -391,8 +391,11 @@ class Preprocessor:
 
         c = self.cfg
         opts = {"num_cpus": c.task_num_cpus, "max_retries": c.max_retries}
+        # SPREAD: the model pools get replicas on every node rather than filling the driver's node first (Ray's
+        # default), so each node's tasks have a detector and an encoder nearby and losing a node loses part of a
+        # pool, not all of it (those actors restart elsewhere).
         actor_opts = {"num_cpus": c.actor_num_cpus, "num_gpus": c.actor_num_gpus if c.use_gpu else 0,
-                      "max_restarts": c.max_retries, "max_task_retries": c.max_retries}
+                      "max_restarts": c.max_retries, "max_task_retries": c.max_retries, "scheduling_strategy": "SPREAD"}
         return dict(
             probe=ray.remote(probe_task).options(num_returns=2, **opts),
             decode=ray.remote(decode_task).options(**opts),
@@ -604,6 +607,21 @@ class Preprocessor:
 # ------------------------------------------------------------------------------------------------ Ray session
 
 
+def present_auth_token() -> None:
+    """Make a driver joining a cluster present the cluster's token (Ray 2.60 token auth), when one is available
+    (``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token``) and ``RAY_AUTH_MODE`` is unset.
+
+    Ray reads ``RAY_AUTH_MODE`` into its native config when it is imported, and enables the token by itself only
+    for ``address="auto"``: setting the variable later did nothing, and ``--address host:port`` was refused with
+    InvalidAuthToken. This is what Ray does for "auto": set the mode and reload the config.
+    """
+    if "RAY_AUTH_MODE" in os.environ:  # the user's choice, already read by Ray
+        return
+    from ray._private.authentication.authentication_token_setup import maybe_enable_token_auth_if_token_available
+
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+
+
 def init_ray(cfg: PreprocessConfig, address: str | None) -> str | None:
     """Join ``address`` (``auto`` under ``ray submit``) or start an embedded single-node Ray on 127.0.0.1.
 
@@ -614,10 +632,7 @@ def init_ray(cfg: PreprocessConfig, address: str | None) -> str | None:
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if address:
-        # Ray 2.60 clusters use token auth; `ray start` keeps the token in ~/.ray/auth_token, which a driver
-        # only presents when RAY_AUTH_MODE=token.
-        if (Path.home() / ".ray" / "auth_token").exists():
-            os.environ.setdefault("RAY_AUTH_MODE", "token")
+        present_auth_token()
         ray.init(address=address, runtime_env={"env_vars": {"PYTHONPATH": str(REPO_ROOT)}},
                  log_to_driver=True)
         return None

@@ -7,16 +7,25 @@ VENV="${1:-.venv}"
 PYTHON="${PYTHON:-python3}"
 t0=$(date +%s)
 
-# 1. Debian tools the pipeline shells out to (ffmpeg libs also back torchcodec/torchaudio I/O).
+# 1. Debian tools the pipeline shells out to (ffmpeg libs also back torchcodec/torchaudio I/O), and the SSH
+#    tooling of the multi-node rehearsals (tests/infra: sshd on 127.0.0.1 for `ray up` and `deepspeed --hostfile`).
+declare -A package=([ffmpeg]=ffmpeg [ffprobe]=ffmpeg [espeak-ng]=espeak-ng [sox]=sox [/usr/sbin/sshd]=openssh-server
+                    [ssh]=openssh-client [ssh-keygen]=openssh-client [rsync]=rsync [pdsh]=pdsh)
 missing=()
-for tool in ffmpeg ffprobe espeak-ng sox; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+for tool in "${!package[@]}"; do
+  command -v "$tool" >/dev/null || [[ " ${missing[*]} " == *" ${package[$tool]} "* ]] || missing+=("${package[$tool]}")
+done
 if [ ${#missing[@]} -gt 0 ]; then
-  echo "setup: installing Debian packages for: ${missing[*]}"
+  echo "setup: installing Debian packages: ${missing[*]}"
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg espeak-ng sox >/dev/null
+    # Keep apt from starting the system's sshd (port 22, all interfaces): the tests run their own on 127.0.0.1.
+    policy=/usr/sbin/policy-rc.d own_policy=0
+    [ -e "$policy" ] || { printf '#!/bin/sh\nexit 101\n' > "$policy"; chmod +x "$policy"; own_policy=1; }
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    [ "$own_policy" = 0 ] || rm -f "$policy"
   else
-    echo "setup: please install ffmpeg espeak-ng sox (need root + apt-get)" >&2; exit 1
+    echo "setup: please install ${missing[*]} (need root + apt-get)" >&2; exit 1
   fi
 fi
 

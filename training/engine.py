@@ -27,6 +27,7 @@ from torch import nn
 
 from infra.net import free_port
 from training.config import TrainConfig
+from training.rendezvous import init_loopback_process_group
 
 log = logging.getLogger(__name__)
 DEEPSPEED_CONFIG_DIR = Path(__file__).resolve().parent.parent / "infra" / "deepspeed"
@@ -44,7 +45,8 @@ def init_distributed() -> tuple[int, int]:
         os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
                           MASTER_PORT=os.environ.get("MASTER_PORT", str(free_port())))
     if not torch.distributed.is_initialized():
-        deepspeed.init_distributed()
+        init_loopback_process_group()  # a loopback MASTER_ADDR: the rendezvous listens on loopback only
+        deepspeed.init_distributed()  # joins that group, or runs env:// for a real master address
         release_shm_allreduce_buffer()
     return torch.distributed.get_rank(), torch.distributed.get_world_size()
 

@@ -14,6 +14,7 @@ import torch
 
 from benchmarks.gpu_report import DRY, Budget, Report
 from benchmarks.gpu_sections import TRAIN_SETTINGS, inference_presets, inference_settings, new_context, run_item
+from model.inference_config import PRESETS
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -45,8 +46,8 @@ def test_dry_run_measures_every_setting(tmp_path):
         assert r["frames × batch"] == ("1 × 1" if r["stage"] == "I" else f"{DRY.train_frames} × 1")
 
     infer = sections["inference"]["rows"]
-    assert [(r["dtype"], r["offload"]) for r in infer] == [("fp16", "no"), ("fp16", "yes"), ("bf16", "no"),
-                                                           ("bf16", "yes")]
+    assert [(r["dtype"], r["offload"], r["preset"]) for r in infer] == [
+        (d, o, p) for d in ("fp16", "bf16") for o in ("no", "yes") for p in PRESETS]
     for r in infer:
         assert r["note"] == "" and r["frames"] == DRY.infer_frames and float(r["s / frame"]) > 0
 

@@ -19,3 +19,10 @@ def test_empty_folder_and_bad_override(tmp_path, capsys):
     assert rc == 2 and "no videos" in capsys.readouterr().err
     rc = main(["--test-set", str(tmp_path / "empty"), "eval.fid_dims=100"])
     assert rc == 2 and "eval.fid_dims" in capsys.readouterr().err
+
+
+def test_unknown_protocol_is_a_clear_error(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    rc = main(["--test-set", str(tmp_path / "empty"), "eval.protocol=fvd2048_16f"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "eval.protocol: must be one of ['all-clips', 'latentsync', 'stylegan-v']" in err
