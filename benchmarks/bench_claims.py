@@ -107,8 +107,8 @@ class Bench:
         from infra.config_tree import load
         from model.inference_config import sampling_kwargs
         from model.pipeline_loading import load_pipeline
-        from preprocessing.face_id import SFaceEmbedder
-        from preprocessing.faces import make_face_backend
+        from perception.face_id import SFaceEmbedder
+        from perception.faces import make_face_backend
         from preprocessing.loudness import mouth_opening
 
         cfg = load("cpu/stage3", [*self.common, "inference.progress=false"])

@@ -43,8 +43,8 @@ def main() -> None:
     args = ap.parse_args()
     cv2.setNumThreads(1)
     warnings.simplefilter("ignore", FutureWarning)
-    from preprocessing.face_id import ArcFaceEmbedder, SFaceEmbedder
-    from preprocessing.faces import make_face_backend
+    from perception.face_id import ArcFaceEmbedder, SFaceEmbedder
+    from perception.faces import make_face_backend
     from tests.tiny_face_models import make_tiny_insightface_pack
 
     frames = _frames(args.frames)

@@ -109,8 +109,8 @@ def quality(demo: Path, frames: dict[str, np.ndarray]) -> dict[str, dict]:
 
     from evaluation.summary import FRAME, summarize_video
     from infra.config_tree import load
-    from preprocessing.face_id import SFaceEmbedder
-    from preprocessing.faces import make_face_backend
+    from perception.face_id import SFaceEmbedder
+    from perception.faces import make_face_backend
     from preprocessing.loudness import mouth_opening
 
     size = load("cpu/stage3").model.resolution

@@ -67,8 +67,8 @@ def stage_profile(videos: list[Path], cfg) -> dict[str, float]:
     import cv2
     import torch
 
+    from perception.audio import AudioEncoder, save_tiny_wav2vec2
     from preprocessing import shards, stages
-    from preprocessing.audio import AudioEncoder, save_tiny_wav2vec2
     from preprocessing.pipeline import make_face_backend
 
     cv2.setNumThreads(1)

@@ -276,7 +276,7 @@ def inference_settings(presets: Mapping[str, Any]) -> list[tuple[str, bool, str]
 def audio_encoder_folder(folder: Path, hidden_size: int, full_size: bool) -> Path:
     """A random Wav2Vec2 saved as a ``from_pretrained`` folder: wav2vec2-base's shape (``Wav2Vec2Config``'s
     defaults: 12 layers, width 768) for the real check, the tests' tiny one for the rehearsal."""
-    from preprocessing.audio import save_tiny_wav2vec2
+    from perception.audio import save_tiny_wav2vec2
 
     if not full_size:
         return save_tiny_wav2vec2(folder, hidden_size=hidden_size)

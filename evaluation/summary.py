@@ -148,8 +148,8 @@ def summarize_demo(cfg: Any, checkpoint: str, test_shards: str, generated: np.nd
 
     from model.inference_config import sampling_kwargs
     from model.pipeline_loading import load_pipeline
-    from preprocessing.face_id import SFaceEmbedder
-    from preprocessing.faces import make_face_backend
+    from perception.face_id import SFaceEmbedder
+    from perception.faces import make_face_backend
     from preprocessing.loudness import mouth_opening
 
     backend = backend or make_face_backend(cfg.eval.face_backend)
@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from infra.config import ConfigError
     from infra.config_tree import load
-    from preprocessing.media import MediaError, read_frames
+    from perception.media import MediaError, read_frames
 
     try:
         cfg = load(args.config, args.overrides)

@@ -114,7 +114,7 @@ def video_files(folder: Path) -> list[Path]:
 
 def iter_folder_videos(folder: Path, dataset: str, backend: Any, kps_size: int = 512, fps: float = 25.0):
     from evaluation.faces import detect_per_frame
-    from preprocessing import media
+    from perception import media
 
     for path in video_files(folder):
         frames = media.read_frames(path, fps=fps)

@@ -83,7 +83,7 @@ def export_holdout_inputs(out: Path) -> None:
     import numpy as np
     from PIL import Image
 
-    from preprocessing.media import write_wav
+    from perception.media import write_wav
     from preprocessing.shards import open_dataset
 
     sample = next(iter(open_dataset(out / "test_shards")))

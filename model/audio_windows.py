@@ -10,22 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-
-def interpolate_audio_features(hidden: torch.Tensor, num_frames: int, vectors_per_frame: int = 2) -> torch.Tensor:
-    """(T, D) or (b, T, D) -> (vectors_per_frame*num_frames, D) or (b, ...), linear, align_corners=False.
-
-    Interpolation runs in float32 (as the official code does) and the result is cast back.
-    """
-    if hidden.ndim not in (2, 3):
-        raise ValueError(f"audio features must be (T,D) or (b,T,D), got shape {tuple(hidden.shape)}")
-    if num_frames < 1 or hidden.shape[-2] < 1:
-        raise ValueError(f"need num_frames >= 1 and at least one audio vector, got {num_frames} and {hidden.shape[-2]}")
-    batched = hidden if hidden.ndim == 3 else hidden.unsqueeze(0)
-    resized = F.interpolate(
-        batched.transpose(1, 2).float(), size=vectors_per_frame * num_frames, mode="linear", align_corners=False
-    ).transpose(1, 2)
-    resized = resized.to(hidden.dtype)
-    return resized if hidden.ndim == 3 else resized[0]
+from perception.audio import interpolate_audio_features
 
 
 def audio_windows(

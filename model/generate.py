@@ -70,7 +70,7 @@ def load_reference_image(path: str | Path) -> np.ndarray:
 
 def load_audio(path: str | Path) -> np.ndarray:
     """16 kHz mono float32 (wav/mp3/m4a/... or the audio track of a video)."""
-    from preprocessing.media import MediaError, read_audio
+    from perception.media import MediaError, read_audio
 
     p = _require_file(path, "audio file")
     try:
@@ -135,7 +135,7 @@ def driving_video_kps(path: str | Path, fps: float, max_frames: int, backend) ->
     """
     from tqdm.auto import tqdm
 
-    from preprocessing.media import MediaError, read_frames
+    from perception.media import MediaError, read_frames
 
     p = _require_file(path, "driving video")
     try:
@@ -167,7 +167,7 @@ def _scale_kps(kps: np.ndarray, from_hw: tuple[int, int], size: int) -> np.ndarr
 
 def make_backend(cfg):
     """The configured face detector (insightface takes its model folder from ``preprocess.insightface_*``)."""
-    from preprocessing.faces import make_face_backend
+    from perception.faces import make_face_backend
 
     opts = {}
     if cfg.inference.face_backend == "insightface":
@@ -202,7 +202,7 @@ def generate(cfg, reference: str | Path, audio_path: str | Path, output: str | P
              driving_video=None, checkpoint: str | None = None, pipeline=None, backend=None) -> Path:
     """Run the whole CLI job; returns the written mp4 path."""
     from model.pipeline_loading import load_pipeline
-    from preprocessing.media import write_video
+    from perception.media import write_video
 
     output = Path(output)
     if output.suffix.lower() != ".mp4":

@@ -65,7 +65,7 @@ class VExpressPipeline:
     """Holds the V-Express modules, the VAE, a diffusers scheduler and the audio encoder.
 
     ``modules``: ``model.build.VExpressModules`` (reference_net, denoising_unet, v_kps_guider, audio_projection).
-    ``audio_encoder``: an object with ``encode(audio_16k_mono) -> (T, D)`` (``preprocessing.audio.AudioEncoder``).
+    ``audio_encoder``: an object with ``encode(audio_16k_mono) -> (T, D)`` (``perception.audio.AudioEncoder``).
     ``devices``: several devices split each step's windows between replicas of the denoising UNet (one
     thread per device); the first is the main device. ``offload``: keep every module on the CPU and move it
     to the device only while it runs (less accelerator memory, more transfers).

@@ -5,7 +5,7 @@
   form ``model.checkpoint_paths`` resolves (stage output, step, export or official five-file folder), read by
   ``model.checkpoints``.
 - VAE: ``model.build.build_vae`` (``model.pretrained.vae`` / ``<sd15>/vae``, else a small random one).
-- Audio encoder: ``preprocessing.audio.AudioEncoder`` on ``model.pretrained.audio_encoder`` (else
+- Audio encoder: ``perception.audio.AudioEncoder`` on ``model.pretrained.audio_encoder`` (else
   ``preprocess.audio_encoder_path``). The tiny preset without a path gets a tiny random Wav2Vec2 saved once
   with ``save_pretrained`` and loaded with ``from_pretrained``: the same code path as real weights.
 - Scheduler: ``model.build.build_noise_scheduler`` (official DDIM, DPM-Solver++ or Euler).
@@ -41,7 +41,7 @@ def make_scheduler(kind: str):
 
 def tiny_audio_encoder_folder(hidden_size: int) -> Path:
     """A tiny random Wav2Vec2 folder (created once per hidden size, atomically)."""
-    from preprocessing.audio import save_tiny_wav2vec2
+    from perception.audio import save_tiny_wav2vec2
 
     folder = cache_dir() / f"tiny-wav2vec2-h{hidden_size}"
     if (folder / "config.json").is_file():
@@ -59,7 +59,7 @@ def tiny_audio_encoder_folder(hidden_size: int) -> Path:
 
 
 def make_audio_encoder(cfg, device: str = "cpu"):
-    from preprocessing.audio import AudioEncoder
+    from perception.audio import AudioEncoder
 
     path = cfg.model.pretrained.audio_encoder or cfg.preprocess.audio_encoder_path
     kind = cfg.preprocess.audio_encoder

@@ -51,7 +51,8 @@ def encode_frames(vae, frames: np.ndarray, size: int, batch: int = 32) -> tuple[
 
 
 def add_latents_to_sample(sample: dict, vae, size: int) -> dict:
-    from preprocessing import media, stages
+    from perception import media
+    from preprocessing import stages
 
     mean, std = encode_frames(vae, media.read_frames(bytes(sample["mp4"])), size)
     return stages.add_latents(sample, mean, std)

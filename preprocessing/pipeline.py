@@ -111,7 +111,7 @@ def _face_backend_name(cfg: PreprocessConfig) -> str:
 
 
 def make_face_backend(cfg: PreprocessConfig):
-    from preprocessing.faces import make_face_backend as make
+    from perception.faces import make_face_backend as make
 
     if cfg.face_backend == "insightface":
         return make("insightface", root=cfg.insightface_root, pack=cfg.insightface_pack,
@@ -133,7 +133,7 @@ class FaceActor:
 
 class AudioActor:
     def __init__(self, cfg: PreprocessConfig, path: str) -> None:
-        from preprocessing.audio import AudioEncoder
+        from perception.audio import AudioEncoder
 
         _limit_threads(uses_torch=True)
         self.encoder = AudioEncoder(path, cfg.audio_encoder, device="cuda" if cfg.use_gpu else "cpu",
@@ -363,7 +363,7 @@ class Preprocessor:
             return "", f"mel:{self.cfg.mel_bins}"
         if self.cfg.audio_encoder_path:
             return self.cfg.audio_encoder_path, f"{self.cfg.audio_encoder}:{Path(self.cfg.audio_encoder_path).name}"
-        from preprocessing.audio import save_tiny_wav2vec2
+        from perception.audio import save_tiny_wav2vec2
 
         folder = self.work / "tiny_wav2vec2"
         if not (folder / "config.json").exists():

@@ -7,7 +7,7 @@ upscaled and moved/zoomed/rotated along smooth deterministic trajectories (head 
 and muxed with real speech (CMU ARCTIC wavs, espeak-ng with a fixed voice). Deliberately bad inputs
 exercise the robustness paths of preprocessing. ``manifest.json`` lists every file (see ``FileEntry``).
 
-Determinism: no clocks or unseeded randomness; encoding goes through :mod:`preprocessing.media`
+Determinism: no clocks or unseeded randomness; encoding goes through :mod:`perception.media`
 (Debian ffmpeg, single-thread libx264, bitexact AAC + mp4), so a second run gives byte-identical files.
 Assets and licenses: DATA.md.
 """
@@ -31,7 +31,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from preprocessing import media
+from perception import media
 from preprocessing.loudness import mouth_opening
 from preprocessing.mouth_warp import open_mouth
 
@@ -153,7 +153,7 @@ def _still(img: np.ndarray) -> Callable[[int], np.ndarray]:
 def source_mouth_corners(frames: np.ndarray, upscale: int = 3) -> np.ndarray:
     """(F, 2, 2) mouth corners of the one face in each source frame (YuNet on the upscaled frame; frames
     without a detection take the nearest detected ones)."""
-    from preprocessing.faces import make_face_backend
+    from perception.faces import make_face_backend
 
     detector = make_face_backend("yunet")
     corners = np.full((len(frames), 2, 2), np.nan, np.float32)

@@ -93,7 +93,7 @@ def encode_sample(
 ) -> dict[str, bytes | str]:
     """One sample's WebDataset members; checks the shapes the readers rely on.
 
-    ``lips``: (F, 4) lip boxes (:mod:`preprocessing.lips`); ``latents_std``: the VAE posterior's std x scaling,
+    ``lips``: (F, 4) lip boxes (:mod:`perception.lips`); ``latents_std``: the VAE posterior's std x scaling,
     same shape as ``latents`` (posterior mean x scaling)."""
     n = int(meta["num_frames"])
     if kps.shape != (n, 5, 2) or mouth.shape != (n, 4):
@@ -245,7 +245,7 @@ def decode_sample(sample: dict, decode_video: bool = True) -> dict:
     (N,) f32 16 kHz, ``audio_features`` (2F, D) f16, ``latents`` (F, 4, S/8, S/8) f16, ``latents_std`` (same) f16,
     ``lips`` (F, 4) f32.
     """
-    from preprocessing import media
+    from perception import media
 
     key = sample.get("__key__", "?")
     meta = json.loads(sample["json"])

@@ -13,8 +13,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from preprocessing import clips, media, shards
-from preprocessing.audio import SAMPLE_RATE, rms_db
+from perception import media
+from perception.audio import SAMPLE_RATE, rms_db
+from preprocessing import clips, shards
 from preprocessing.config import PreprocessConfig
 
 
@@ -196,9 +197,9 @@ def crop_and_encode(
 
 def crop_lip_boxes(track: clips.TrackResult, box: np.ndarray, crops: np.ndarray, kps: np.ndarray,
                    size: int) -> tuple[str, np.ndarray]:
-    """The clip's lip boxes in crop pixels and their source (``preprocessing.lips``): the 106-point landmarks'
+    """The clip's lip boxes in crop pixels and their source (``perception.lips``): the 106-point landmarks'
     boxes when the backend gave them, else the 5-point approximation with the mouth cavity measured on the crops."""
-    from preprocessing import lips
+    from perception import lips
 
     if track.lip_boxes is not None:
         corners = clips.to_crop_coords(track.lip_boxes.reshape(-1, 2, 2), box, size).reshape(-1, 4)

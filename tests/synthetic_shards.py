@@ -15,7 +15,7 @@ def write_synthetic_shards(out: Path, clips: int = 6, frames: int = 16, size: in
                            latent_size: int | None = 8, no_audio: tuple[int, ...] = (), per_shard: int = 3,
                            seed: int = 0) -> Path:
     """Moving-square clips with keypoints, mouth boxes, audio features and (optionally) latents."""
-    from preprocessing.media import encode_mp4_bytes, wav_bytes
+    from perception.media import encode_mp4_bytes, wav_bytes
     from preprocessing.shards import FORMAT_VERSION, encode_sample, file_sha256, sample_sha256, write_tar
 
     rng = np.random.default_rng(seed)

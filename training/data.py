@@ -297,7 +297,7 @@ def clip_lip_boxes(clip: ClipSample) -> np.ndarray:
     written without them)."""
     if clip.lips is not None:
         return clip.lips.astype(np.float32)
-    from preprocessing.lips import lip_boxes_from_corners
+    from perception.lips import lip_boxes_from_corners
 
     _warn_once("nolips", f"{clip.key}: no lip boxes in the shard (format v1?); approximating them from the mouth "
                          "corners with a closed mouth (re-run preprocessing for the opening-aware boxes)")
@@ -313,7 +313,7 @@ class ExampleBuilder:
     def __call__(self, clip: ClipSample) -> dict[str, Any]:
         from model.audio_windows import audio_windows
         from model.vkps import flip_keypoints, render_vkps
-        from preprocessing.lips import lip_mask
+        from perception.lips import lip_mask
 
         rng = np.random.default_rng([self.seed, clip.unit, clip.index, 1])
         n, f = int(clip.meta["num_frames"]), self.data.num_frames
@@ -333,7 +333,7 @@ class ExampleBuilder:
             reference = torch.from_numpy(clip.latents[ref].astype(np.float32))
             latent_std = _latent_std(clip, target_idx, ref, target, reference)
         else:
-            from preprocessing.media import read_frames
+            from perception.media import read_frames
 
             if clip.mp4 is None:
                 raise ValueError(f"{clip.key}: no mp4 and no usable latents")

@@ -60,8 +60,8 @@ def render_validation_video(cfg: Any, modules: nn.Module, vae: nn.Module, step: 
 
     from model.inference_config import sampling_kwargs
     from model.vkps import render_vkps
+    from perception.media import read_frames, write_video
     from preprocessing.latents import resize_frames
-    from preprocessing.media import read_frames, write_video
 
     clip = first_clip(cfg.train.validation_shards or cfg.data.shards)
     meta = json.loads(clip["json"])

@@ -11,7 +11,7 @@ FOLDER_VIDEO = "good_astronaut_espeak2.mp4"  # 125 frames, 512², espeak speech
 
 @pytest.fixture(scope="session")
 def yunet():
-    from preprocessing.faces import make_face_backend
+    from perception.faces import make_face_backend
 
     return make_face_backend("yunet")
 
@@ -19,7 +19,7 @@ def yunet():
 @pytest.fixture(scope="session")
 def talking_clip(sample_data_dir):
     """Frames (F, 512, 512, 3) and 16 kHz audio of one real talking-face sample video."""
-    from preprocessing import media
+    from perception import media
 
     path = sample_data_dir / SHARD_VIDEO
     return media.read_frames(path, fps=25), media.read_audio(path, 16000)
@@ -43,7 +43,8 @@ def write_shard_set(out, clips, backend, n: int = 24):
     """A shard test set of ``(video_id, source name, frames, audio)`` clips (first ``n`` frames each), keypoints
     from ``backend``, written with preprocessing.shards exactly as the pipeline lays it out."""
     from evaluation.faces import detect_per_frame
-    from preprocessing import media, shards
+    from perception import media
+    from preprocessing import shards
     from preprocessing.clips import mouth_boxes
 
     samples, rows = [], []
@@ -69,7 +70,7 @@ def write_shard_set(out, clips, backend, n: int = 24):
 @pytest.fixture(scope="session")
 def two_source_shards(tmp_path_factory, sample_data_dir, talking_clip, yunet):
     """A shard test set with clips of two source videos (so the real-vs-real floor has two halves)."""
-    from preprocessing import media
+    from perception import media
 
     other = sample_data_dir / FOLDER_VIDEO
     clips = [("carphone", SHARD_VIDEO, *talking_clip),

@@ -42,8 +42,8 @@ def test_kpsdis_with_real_detector(talking_clip, yunet):
 def test_facesim_with_sface(talking_clip, sample_data_dir, yunet):
     from evaluation.faces import detect_per_frame
     from evaluation.facesim import face_similarity
-    from preprocessing import media
-    from preprocessing.face_id import SFaceEmbedder
+    from perception import media
+    from perception.face_id import SFaceEmbedder
 
     emb = SFaceEmbedder()
     gt = talking_clip[0][:8]

@@ -10,7 +10,7 @@ from evaluation import testset
 from evaluation.config import EvalConfig
 from evaluation.protocols import PROTOCOLS, fvd_clip_starts, get_protocol
 from evaluation.scoring import Evaluator
-from preprocessing.faces import Face
+from perception.faces import Face
 
 
 def test_stylegan_v_one_clip_random_real_start_generated_start_zero():

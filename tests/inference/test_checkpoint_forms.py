@@ -91,7 +91,7 @@ def test_load_pipeline_takes_every_form(layout, form):
 
 
 def _fps(path) -> float:
-    from preprocessing.media import ffprobe_streams
+    from perception.media import ffprobe_streams
 
     video = next(s for s in ffprobe_streams(path) if s["codec_type"] == "video")
     num, den = video["avg_frame_rate"].split("/")
@@ -103,7 +103,7 @@ def test_generate_cli_with_every_form(layout, form, reference_image, speech_like
     from PIL import Image
 
     from model.generate import main
-    from preprocessing.media import write_wav
+    from perception.media import write_wav
 
     root, _, _ = layout
     Image.fromarray(reference_image).save(root / "ref.png")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from model.generate import InputError, generate, load_kps_file, main, num_output_frames
-from preprocessing.media import ffprobe_streams, read_frames, write_video, write_wav
+from perception.media import ffprobe_streams, read_frames, write_video, write_wav
 
 FAST = ["inference.num_inference_steps=2", "inference.progress=false"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def test_pipeline_audio_encoding_memory_does_not_grow_with_the_audio(tiny_pipeline, speech_like_audio):
-    from preprocessing.audio import CHUNK_SECONDS, CONTEXT_SECONDS
+    from perception.audio import CHUNK_SECONDS, CONTEXT_SECONDS
 
     lengths: list[int] = []
     hook = tiny_pipeline.audio_encoder.model.register_forward_pre_hook(

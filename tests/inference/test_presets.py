@@ -11,7 +11,7 @@ from infra.config_tree import load
 from model.generate import main
 from model.inference_config import PRESETS, sampling_kwargs
 from model.pipeline import postprocess
-from preprocessing.media import ffprobe_streams, write_wav
+from perception.media import ffprobe_streams, write_wav
 
 
 def test_quality_is_the_official_recipe_and_explicit_values_win(tmp_path):

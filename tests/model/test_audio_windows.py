@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model.audio_windows import audio_windows, interpolate_audio_features, prepare_audio_windows
+from model.audio_windows import audio_windows, prepare_audio_windows
+from perception.audio import interpolate_audio_features
 
 
 def _loop_windows(features: torch.Tensor, num_frames: int, context: int, vpf: int) -> torch.Tensor:

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from preprocessing import media, stages
+from perception import media
+from preprocessing import stages
 from preprocessing.config import PreprocessConfig
 
 FPS, SR = 25, 16000
@@ -123,7 +124,7 @@ def test_task_errors_are_reported_as_plain_text_with_their_root_cause():
 def test_rotated_phone_video_is_decoded_upright_and_its_face_found(tmp_path):
     from skimage import data as skdata
 
-    from preprocessing.faces import make_face_backend
+    from perception.faces import make_face_backend
 
     upright = np.ascontiguousarray(skdata.astronaut()[40:360, 80:320])  # 240 x 320 portrait, face in it
     frames = np.stack([upright] * 10)

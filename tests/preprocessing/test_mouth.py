@@ -31,7 +31,7 @@ def test_opening_ignores_the_recording_gain():
 def face():
     from skimage import data
 
-    from preprocessing.faces import make_face_backend
+    from perception.faces import make_face_backend
 
     image = np.ascontiguousarray(data.astronaut()[40:296, 96:352])
     return image, make_face_backend("yunet").detect(image)[0].kps

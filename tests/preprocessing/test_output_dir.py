@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from preprocessing import media, output_dir, pipeline, shards
+from perception import media
+from preprocessing import output_dir, pipeline, shards
 from preprocessing.config import PreprocessConfig, output_fingerprint
 
 REPO = Path(__file__).resolve().parents[2]

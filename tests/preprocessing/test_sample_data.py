@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from preprocessing import media
+from perception import media
 from preprocessing.sample_data import build_sample_data, load_manifest
 
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import webdataset as wds
 
-from preprocessing import media, shards
+from perception import media
+from preprocessing import shards
 
 
 def make_sample(key="vid-1234abcd_c0000", n=4, has_audio=True, size=32, latents=False):

@@ -9,7 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from preprocessing import media, pipeline, shards, stages
+from perception import media
+from preprocessing import pipeline, shards, stages
 from preprocessing.config import PreprocessConfig
 
 
@@ -174,7 +175,8 @@ def _clip_inputs(n=6, size=160, lip_boxes=None):
 
 
 def test_crop_and_encode_stores_landmark_lip_boxes_or_the_five_point_approximation():
-    from preprocessing import clips, lips
+    from perception import lips
+    from preprocessing import clips
 
     lip_boxes = np.array([[66, 100, 94, 112 + i] for i in range(6)], np.float32)  # the mouth opens
     plan, frames, rows, cfg = _clip_inputs(lip_boxes=lip_boxes)

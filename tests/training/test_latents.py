@@ -100,7 +100,7 @@ def rewrite_as_v1(src, dst):
 
 
 def test_v1_shards_train_on_the_mean_with_an_approximate_lip_mask(synthetic_shards, tmp_path, caplog, monkeypatch):
-    from preprocessing.lips import lip_boxes_from_corners, lip_mask
+    from perception.lips import lip_boxes_from_corners, lip_mask
     from preprocessing.shards import open_dataset
     from training import step
 

@@ -22,10 +22,11 @@ VIDEO = "good_carphone_a0009.mp4"  # 80 frames, 512², real speech
 def _build_sample_shards(sample_data_dir: Path, out: Path, clip_frames: int = 20) -> Path:
     """Cut the sample video into clips and write them with preprocessing's own functions (YuNet keypoints,
     mouth and lip boxes, a tiny random wav2vec2 for the audio features); the last clip is stored without audio."""
-    from preprocessing import lips, media, shards
-    from preprocessing.audio import AudioEncoder, save_tiny_wav2vec2
+    from perception import lips, media
+    from perception.audio import AudioEncoder, save_tiny_wav2vec2
+    from perception.faces import make_face_backend
+    from preprocessing import shards
     from preprocessing.clips import mouth_boxes
-    from preprocessing.faces import make_face_backend
 
     frames = media.read_frames(sample_data_dir / VIDEO, fps=25)
     audio = media.read_audio(sample_data_dir / VIDEO, 16000)

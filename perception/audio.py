@@ -1,4 +1,4 @@
-"""Audio for preprocessing: 16 kHz mono loading, audio-encoder features, and their alignment to video frames.
+"""Audio features: audio encoders and the alignment of their features to video frames.
 
 Encoders load from LOCAL folders only (no hub access):
 
@@ -20,8 +20,6 @@ from pathlib import Path
 
 import numpy as np
 
-from preprocessing import media
-
 SAMPLE_RATE = 16000
 VECTORS_PER_FRAME = 2
 # Long audio is encoded in chunks so memory does not grow with its length (wav2vec2-base needs ~16 MB per
@@ -29,21 +27,6 @@ VECTORS_PER_FRAME = 2
 CHUNK_SECONDS = 20.0
 CONTEXT_SECONDS = 2.0
 W2V_HOP = 320  # input samples per wav2vec2 vector (the conv front-end's total stride)
-
-
-def _model_interpolate():
-    """model/ owns the windowing; use its interpolation so shards and inference agree exactly.
-    Imported lazily: torch is heavy and decode tasks never need it."""
-    try:
-        from model.audio_windows import interpolate_audio_features
-    except ImportError:  # pragma: no cover - only while model/audio_windows.py is absent
-        return None
-    return interpolate_audio_features
-
-
-def load_audio(src: str | Path | bytes, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """Mono float32 audio at ``sample_rate`` (raises media.MediaError naming the file)."""
-    return media.read_audio(src, sample_rate=sample_rate)
 
 
 def rms_db(audio: np.ndarray) -> float:
@@ -54,30 +37,23 @@ def rms_db(audio: np.ndarray) -> float:
     return 20.0 * np.log10(rms) if rms > 0 else float("-inf")
 
 
-def interpolate_audio_features(features: np.ndarray, num_frames: int,
-                               vectors_per_frame: int = VECTORS_PER_FRAME) -> np.ndarray:
-    """Linearly resample ``(T, D)`` encoder features to ``(vectors_per_frame * num_frames, D)``.
+def interpolate_audio_features(hidden, num_frames: int, vectors_per_frame: int = VECTORS_PER_FRAME):
+    """(T, D) or (b, T, D) encoder features -> (vectors_per_frame*num_frames, D) or (b, ...): linear,
+    ``align_corners=False``, in float32 (as the official code does), cast back to the input's dtype.
 
-    Output vector ``j`` sits at relative time ``(j + 0.5) / (vectors_per_frame * num_frames)`` of the clip and is
-    interpolated between the encoder frames around it (encoder frame ``i`` centred at ``(i + 0.5) / T``).
+    Preprocessing (stored shard features) and inference both call this, so the two agree exactly. Output vector
+    ``j`` sits at relative time ``(j + 0.5) / (vectors_per_frame * num_frames)`` of the clip.
     """
-    model_interpolate = _model_interpolate()
-    if model_interpolate is not None:
-        import torch
+    import torch.nn.functional as F
 
-        hidden = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
-        return model_interpolate(hidden, num_frames, vectors_per_frame).numpy()
-    features = np.asarray(features, np.float32)
-    t_in = features.shape[0]
-    n_out = vectors_per_frame * num_frames
-    if t_in == 0 or n_out == 0:
-        raise ValueError(f"cannot interpolate {t_in} feature vectors to {n_out}")
-    pos = (np.arange(n_out) + 0.5) * t_in / n_out - 0.5
-    pos = np.clip(pos, 0, t_in - 1)
-    lo = np.floor(pos).astype(int)
-    hi = np.minimum(lo + 1, t_in - 1)
-    w = (pos - lo)[:, None].astype(np.float32)
-    return features[lo] * (1 - w) + features[hi] * w
+    if hidden.ndim not in (2, 3):
+        raise ValueError(f"audio features must be (T,D) or (b,T,D), got shape {tuple(hidden.shape)}")
+    if num_frames < 1 or hidden.shape[-2] < 1:
+        raise ValueError(f"need num_frames >= 1 and at least one audio vector, got {num_frames} and {hidden.shape[-2]}")
+    batched = hidden if hidden.ndim == 3 else hidden.unsqueeze(0)
+    resized = F.interpolate(batched.transpose(1, 2).float(), size=vectors_per_frame * num_frames, mode="linear",
+                            align_corners=False).transpose(1, 2).to(hidden.dtype)
+    return resized if hidden.ndim == 3 else resized[0]
 
 
 class AudioEncoder:
@@ -87,7 +63,7 @@ class AudioEncoder:
     forward sees ``context_seconds`` before and after the ``chunk_seconds`` whose vectors it keeps, and the input is
     normalised with the whole track's mean and variance as the processor would. Peak memory is then that of one
     such window whatever the length; the vectors differ from a single whole-track forward only through attention
-    beyond the context (tolerance in docs/preprocessing.md, test in tests/preprocessing/test_audio.py).
+    beyond the context (tolerance in docs/preprocessing.md, test in tests/perception/test_audio.py).
     """
 
     def __init__(self, path: str | Path, kind: str = "wav2vec2", device: str = "cpu",
@@ -173,7 +149,10 @@ class AudioEncoder:
 
     def features_for_clip(self, audio: np.ndarray, num_frames: int) -> np.ndarray:
         """Encoder features of a clip's audio, interpolated to 2 vectors per video frame, float16."""
-        return interpolate_audio_features(self.encode(audio), num_frames).astype(np.float16)
+        import torch
+
+        features = torch.from_numpy(np.ascontiguousarray(self.encode(audio), dtype=np.float32))
+        return interpolate_audio_features(features, num_frames).numpy().astype(np.float16)
 
 
 class LogMel:

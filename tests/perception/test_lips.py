@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from preprocessing import lips
-from preprocessing.faces import Face
+from perception import lips
+from perception.faces import Face
 
 
 def hand_made_106(centre=(256.4, 360.7), half=(60.3, 18.2)) -> np.ndarray:
