@@ -147,7 +147,7 @@ def build_steps(out: Path, overrides: list[str] = ()) -> list[Step]:
     holdout = out / "holdout"
     steps.append(Step("holdout_inputs", lambda: export_holdout_inputs(out)))
     steps.append(Step("inference", lambda: [
-        py, "-m", "model.generate", "--config", stage3, "--checkpoint", str(latest_export(runs / "stage3")),
+        py, "-m", "infra.generate", "--config", stage3, "--checkpoint", str(latest_export(runs / "stage3")),
         "--reference", str(holdout / "reference.png"), "--audio", str(holdout / "audio.wav"),
         "--kps", str(holdout / "kps.npy"), "--output", str(out / "generated.mp4"), *vae,
         f"inference.kps_image_size={_crop_size(out)}", *overrides]))

@@ -2,7 +2,7 @@
 
 The subcommands are the project's entry points under one name; the thin entry points stay what they are:
 ``ray submit infra/<cluster>.yaml infra/preprocess.py`` on a Ray cluster, ``deepspeed training/run.py`` under any
-DeepSpeed launcher, ``python -m model.generate``, ``python -m evaluation.run``, ``python -m model.checkpoints``.
+DeepSpeed launcher, ``python -m infra.generate``, ``python -m evaluation.run``, ``python -m infra.verify``.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def _preprocess(argv: list[str]) -> int:
 
 
 def _generate(argv: list[str]) -> int:
-    from model.generate import main
+    from infra.generate import main
 
     return main(argv)
 
@@ -39,9 +39,9 @@ def _evaluate(argv: list[str]) -> int:
 
 
 def _verify(argv: list[str]) -> int:
-    from model.checkpoints import verify_main
+    from infra.verify import main
 
-    return verify_main(argv)
+    return main(argv)
 
 
 # ------------------------------------------------------------------------------------------ train
@@ -145,9 +145,9 @@ def _print_config(argv: list[str]) -> int:
 COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "preprocess": (_preprocess, "raw videos -> WebDataset shards on Ray (infra/preprocess.py)"),
     "train": (_train, "one training stage with DeepSpeed (training/run.py)"),
-    "generate": (_generate, "reference image + audio [+ V-Kps | driving video] -> mp4 (model/generate.py)"),
+    "generate": (_generate, "reference image + audio [+ V-Kps | driving video] -> mp4 (infra/generate.py)"),
     "evaluate": (_evaluate, "FID, FVD, ΔFaceSim, KpsDis, SyncNet on test sets -> MLflow (evaluation/run.py)"),
-    "verify": (_verify, "check checkpoint files against the model's keys and shapes (model/checkpoints.py)"),
+    "verify": (_verify, "check checkpoint files against the model's keys and shapes (infra/verify.py)"),
     "print-config": (_print_config, "the effective config as YAML, with where each section's dataclass lives"),
 }
 

@@ -8,19 +8,17 @@ Files (one folder): ``denoising_unet``, ``reference_net``, ``motion_module``, ``
 Pickled files are read with ``torch.load(weights_only=True)`` only. Every file is checked (keys,
 shapes) before any weight is copied, so a strict load that fails leaves the modules untouched.
 
-CLI::
+The command line is ``infra/verify.py``::
 
-    python -m model.checkpoints verify --checkpoint runs/sd15/stage3        # or vexpress verify --checkpoint ...
-    python -m model.checkpoints verify --manifest vexpress_official_state_dicts.json
+    python -m infra.verify --checkpoint runs/sd15/stage3        # or: vexpress verify --checkpoint ...
+    python -m infra.verify --manifest model/data/vexpress_official_state_dicts.json
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
-import sys
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -310,34 +308,13 @@ def load_checkpoint_config(folder: str | Path):
         return None
     from omegaconf import OmegaConf
 
-    from infra.config import load_config
+    from infra.config import load_config, to_object
     from model.config import ModelConfig
 
     node = OmegaConf.load(path)
-    if "model" in node and "preset" not in node:
-        from infra.config_tree import load
-
-        return load(path).model
+    if "model" in node and "preset" not in node:  # a whole saved tree: its model section, complete when saved
+        return to_object(OmegaConf.merge(OmegaConf.structured(ModelConfig), node.model))
     return load_config(ModelConfig, path)
-
-
-# ------------------------------------------------------------------------------------------ CLI
-def _model_config(preset: str | None, folder: Path | None):
-    """``--preset`` name (configs/<preset>/stage1.yaml) or YAML path; else the folder's config.yaml; else sd15."""
-    from infra.config_tree import load
-
-    if preset is None and folder is not None:
-        saved = load_checkpoint_config(folder)
-        if saved is not None:
-            return saved
-    preset = preset or "sd15"
-    return load(preset if preset.endswith(".yaml") else f"{preset}/stage1").model
-
-
-def _meta_modules(cfg) -> nn.Module:
-    from model.build import build_modules
-
-    return build_modules(cfg, device="meta")
 
 
 def verify_manifest(manifest_path: Path, modules: nn.Module) -> dict[str, FileReport]:
@@ -364,73 +341,3 @@ def verify_manifest(manifest_path: Path, modules: nn.Module) -> dict[str, FileRe
             report.notes.append(f"manifest num_params {entry['num_params']:,} != listed {report.num_params:,}")
         reports[stem] = report
     return reports
-
-
-def _print_reports(reports: dict[str, FileReport]) -> int:
-    for report in reports.values():
-        print(report.describe())
-    matching = sum(r.ok for r in reports.values())
-    print(f"files matching: {matching}/{len(FILE_STEMS)}")
-    return matching
-
-
-def add_verify_arguments(verify: argparse.ArgumentParser) -> None:
-    source = verify.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", "--folder", dest="folder", type=Path, metavar="CHECKPOINT",
-                        help="stage output, step, export or five-file folder (model.checkpoint_paths)")
-    source.add_argument("--manifest", type=Path, help="JSON key/shape manifest (no weights needed)")
-    verify.add_argument("--config", "--preset", dest="preset", default=None, metavar="CONFIG",
-                        help="model preset (configs/<preset>/stage1.yaml) or a config YAML; default: the config "
-                             "saved beside the weights if present, else sd15")
-
-
-def main(argv: list[str] | None = None) -> int:
-    from infra.cli import Parser
-
-    parser = Parser("python -m model.checkpoints", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    verify = sub.add_parser("verify", help="compare checkpoint files (or a manifest) with the model's keys/shapes",
-                            sections=("model",))
-    add_verify_arguments(verify)
-    return _run_verify(parser.parse_args(argv))
-
-
-def verify_main(argv: list[str] | None = None) -> int:
-    """``vexpress verify``: the verify subcommand on its own."""
-    from infra.cli import Parser
-
-    parser = Parser("python -m model.checkpoints verify", description="compare checkpoint files (or a manifest) "
-                    "with the model's keys and shapes", sections=("model",))
-    add_verify_arguments(parser)
-    return _run_verify(parser.parse_args(argv))
-
-
-def _run_verify(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-    from infra.cli import run_cli
-
-    return run_cli("checkpoints verify", lambda: _verify(args))
-
-
-def _verify(args: argparse.Namespace) -> int:
-    if args.folder is not None:
-        from model.checkpoint_paths import resolve_checkpoint
-
-        try:
-            args.folder = resolve_checkpoint(args.folder).weights
-        except FileNotFoundError:
-            if not args.folder.is_dir():
-                raise
-            # a folder that holds only some of the files: the per-file report below says which are missing
-    cfg = _model_config(args.preset, args.folder)
-    print(f"model preset: {cfg.preset} (built on the meta device)")
-    modules = _meta_modules(cfg)
-    if args.folder is not None:
-        reports = check_folder(args.folder, expected_shapes(modules))
-    else:
-        reports = verify_manifest(args.manifest, modules)
-    return 0 if _print_reports(reports) == len(FILE_STEMS) else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

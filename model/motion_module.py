@@ -20,6 +20,7 @@ import math
 import torch
 from diffusers.models.attention import FeedForward
 from diffusers.models.attention_processor import Attention
+from einops import rearrange
 from torch import nn
 
 
@@ -95,12 +96,12 @@ class TemporalTransformer3DModel(nn.Module):
         b = bf // num_frames
         residual = hidden_states
         x = self.norm(hidden_states)  # per frame, as AnimateDiff (GroupNorm on (b f) c h w)
-        x = x.reshape(b, num_frames, c, h * w).permute(0, 3, 1, 2).reshape(b * h * w, num_frames, c)
+        x = rearrange(x, "(b f) c h w -> (b h w) f c", f=num_frames)  # attend along the frame axis
         x = self.proj_in(x)
         for block in self.transformer_blocks:
             x = block(x)
         x = self.proj_out(x)
-        x = x.reshape(b, h * w, num_frames, c).permute(0, 2, 3, 1).reshape(bf, c, h, w)
+        x = rearrange(x, "(b h w) f c -> (b f) c h w", b=b, h=h, w=w)
         return x + residual
 
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import torch
 from diffusers.models.attention import FeedForward
 from diffusers.models.attention_processor import Attention
+from einops import rearrange
 from torch import nn
 
 
@@ -138,10 +139,10 @@ class VExpressTransformer(nn.Module):
         bf, c, h, w = hidden_states.shape
         residual = hidden_states
         x = self.proj_in(self.norm(hidden_states))
-        x = x.permute(0, 2, 3, 1).reshape(bf, h * w, c)
+        x = rearrange(x, "bf c h w -> bf (h w) c")
         reference = cond.reference_for(self.feature_name, x)
         audio = cond.audio_tokens(x, self.cross_attention_dim)
         for block in self.transformer_blocks:
             x = block(x, reference, audio, cond.reference_weight, cond.audio_weight)
-        x = x.reshape(bf, h, w, c).permute(0, 3, 1, 2)
+        x = rearrange(x, "bf (h w) c -> bf c h w", h=h, w=w)
         return self.proj_out(x) + residual

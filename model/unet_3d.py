@@ -21,6 +21,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.resnet import ResnetBlock2D
 from diffusers.models.upsampling import Upsample2D
 from diffusers.utils import BaseOutput
+from einops import rearrange
 from torch import nn
 
 from model.motion_module import VanillaTemporalModule
@@ -280,7 +281,7 @@ class VExpressDenoisingUNet(ModelMixin, ConfigMixin):
         input (the deep blocks' output changes little between adjacent steps).
         """
         b, _, f, h, w = sample.shape
-        x = sample.permute(0, 2, 1, 3, 4).reshape(b * f, -1, h, w)
+        x = rearrange(sample, "b c f h w -> (b f) c h w")  # frames fold into the batch: 2-D layers per frame
         temb = self._time_embedding(timestep, b, x).repeat_interleave(f, dim=0)
         cond = FrameConditioning(
             num_frames=f,
@@ -295,7 +296,7 @@ class VExpressDenoisingUNet(ModelMixin, ConfigMixin):
         if kps_features is not None:
             if kps_features.shape[0] != b or kps_features.shape[2] != f:
                 raise ValueError(f"kps_features {tuple(kps_features.shape)} do not match sample {tuple(sample.shape)}")
-            x = x + kps_features.permute(0, 2, 1, 3, 4).reshape(b * f, -1, h, w).to(x.dtype)
+            x = x + rearrange(kps_features, "b c f h w -> (b f) c h w").to(x.dtype)
 
         reuse = (deep_cache is not None and not deep_cache.full_step and deep_cache_key in deep_cache.features)
         if deep_cache is not None:
@@ -304,7 +305,7 @@ class VExpressDenoisingUNet(ModelMixin, ConfigMixin):
             self._full_path(x, temb, cond, deep_cache, deep_cache_key)
 
         x = self.conv_out(self.conv_act(self.conv_norm_out(x)))
-        out = x.reshape(b, f, -1, h, w).permute(0, 2, 1, 3, 4)
+        out = rearrange(x, "(b f) c h w -> b c f h w", b=b)
         return UNet3DOutput(sample=out) if return_dict else (out,)
 
     def _full_path(self, x, temb, cond, deep_cache=None, deep_cache_key=None) -> torch.Tensor:

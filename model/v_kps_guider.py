@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
+from einops import rearrange
 from torch import nn
 
 
@@ -51,6 +52,6 @@ class VKpsGuider(ModelMixin, ConfigMixin):
         if conditioning.ndim != 5:
             raise ValueError(f"VKpsGuider expects (b,3,H,W) or (b,3,f,H,W), got shape {tuple(conditioning.shape)}")
         b, c, f, h, w = conditioning.shape
-        frames = conditioning.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w)
+        frames = rearrange(conditioning, "b c f h w -> (b f) c h w")
         encoded = self._encode_images(frames)
-        return encoded.reshape(b, f, *encoded.shape[1:]).permute(0, 2, 1, 3, 4)
+        return rearrange(encoded, "(b f) c h w -> b c f h w", b=b)

@@ -75,5 +75,5 @@ if [ "$WITH_EVAL" = 1 ]; then
   get syncnet_v2.model https://www.robots.ox.ac.uk/~vgg/software/lipsync/data/syncnet_v2.model
 fi
 
-"$PY" -m model.checkpoints verify --checkpoint "$DEST/vexpress" --config sd15 | tail -1
+"$PY" -m infra.verify --checkpoint "$DEST/vexpress" --config sd15 | tail -1
 du -sh "$DEST"/* 2>/dev/null | grep -v '\.hub-' || true

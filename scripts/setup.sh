@@ -7,7 +7,7 @@ VENV="${1:-.venv}"
 PYTHON="${PYTHON:-python3}"
 t0=$(date +%s)
 
-# 1. Debian tools the pipeline shells out to (ffmpeg libs also back torchcodec/torchaudio I/O), and the SSH
+# 1. Debian tools the pipeline shells out to (the ffmpeg CLI muxes and probes; PyAV decodes), and the SSH
 #    tooling of the multi-node rehearsals (tests/infra: sshd on 127.0.0.1 for `ray up` and `deepspeed --hostfile`).
 declare -A package=([ffmpeg]=ffmpeg [ffprobe]=ffmpeg [espeak-ng]=espeak-ng [sox]=sox [/usr/sbin/sshd]=openssh-server
                     [ssh]=openssh-client [ssh-keygen]=openssh-client [rsync]=rsync [pdsh]=pdsh)

@@ -18,7 +18,7 @@ def _preprocess(argv):
 
 
 def _generate(argv):
-    from model.generate import main
+    from infra.generate import main
 
     return main(argv)
 
@@ -30,9 +30,9 @@ def _evaluation(argv):
 
 
 def _verify(argv):
-    from model.checkpoints import main
+    from infra.verify import main
 
-    return main(["verify", *argv])
+    return main(argv)
 
 
 CASES = {

@@ -1,4 +1,4 @@
-"""Every ``--checkpoint`` form the docs show works with ``model.generate`` and ``evaluation.run``, and both read the
+"""Every ``--checkpoint`` form the docs show works with ``infra.generate`` and ``evaluation.run``, and both read the
 config saved beside the checkpoint unless ``--config`` is given (``model/checkpoint_paths.py``).
 
 The layout is the one ``training.trainer`` writes (tests/training/test_launcher.py checks the trainer writes it):
@@ -102,7 +102,7 @@ def _fps(path) -> float:
 def test_generate_cli_with_every_form(layout, form, reference_image, speech_like_audio):
     from PIL import Image
 
-    from model.generate import main
+    from infra.generate import main
     from perception.media import write_wav
 
     root, _, _ = layout

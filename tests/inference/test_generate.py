@@ -1,4 +1,4 @@
-"""``python -m model.generate`` on the tiny preset (random weights, CPU): exact frame count, fps, muxed audio."""
+"""``python -m infra.generate`` on the tiny preset (random weights, CPU): exact frame count, fps, muxed audio."""
 
 import json
 import subprocess
@@ -6,7 +6,8 @@ import subprocess
 import numpy as np
 import pytest
 
-from model.generate import InputError, generate, load_kps_file, main, num_output_frames
+from infra.generate import main
+from model.generate import InputError, generate, load_kps_file, num_output_frames
 from perception.media import ffprobe_streams, read_frames, write_video, write_wav
 
 FAST = ["inference.num_inference_steps=2", "inference.progress=false"]

@@ -8,7 +8,7 @@ import pytest
 
 from infra.config import CONFIG_ROOT, ConfigError
 from infra.config_tree import load
-from model.generate import main
+from infra.generate import main
 from model.inference_config import PRESETS, sampling_kwargs
 from model.pipeline import postprocess
 from perception.media import ffprobe_streams, write_wav

@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import save_file
 
 from infra.config_tree import load
+from infra.verify import main as verify_main
 from model.audio_projection import AudioProjection
 from model.build import VExpressModules, build_denoising_unet, build_modules, build_reference_net
 from model.checkpoints import (
@@ -21,7 +22,6 @@ from model.checkpoints import (
     expected_shapes,
     load_checkpoint_config,
     load_vexpress_weights,
-    main,
     read_state_dict,
     save_vexpress_weights,
 )
@@ -203,11 +203,11 @@ def test_verify_folder_cli(tmp_path, capsys, official_files):
     modules.audio_projection = AudioProjection(dim=32, depth=1, dim_head=16, heads=2, embedding_dim=32,
                                                output_dim=32, max_seq_len=10)
     save_vexpress_weights(modules, tmp_path, config=TINY, dtype=torch.float16)
-    assert main(["verify", "--folder", str(tmp_path)]) == 0
+    assert verify_main(["--folder", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "model preset: tiny" in out and "files matching: 5/5" in out and "float16×16" in out
     (tmp_path / "audio_projection.safetensors").unlink()
-    assert main(["verify", "--folder", str(tmp_path), "--preset", "tiny"]) == 1
+    assert verify_main(["--folder", str(tmp_path), "--preset", "tiny"]) == 1
     out = capsys.readouterr().out
     assert "audio_projection.* (not found)" in out and "files matching: 4/5" in out
 
@@ -221,14 +221,14 @@ def test_verify_manifest_reports_mismatch(tmp_path, capsys):
     guider[0][0] = "renamed.weight"
     path = tmp_path / "manifest.json"
     path.write_text(json.dumps(tiny_manifest))
-    assert main(["verify", "--manifest", str(path), "--preset", "tiny"]) == 1
+    assert verify_main(["--manifest", str(path), "--preset", "tiny"]) == 1
     out = capsys.readouterr().out
     assert "1 missing: conv_in.weight" in out and "1 unexpected: renamed.weight" in out
     assert "has no entry for audio_projection" in out and "files matching: 3/5" in out
 
 
 def test_verify_manifest_sd15_in_process(manifest, capsys):
-    assert main(["verify", "--manifest", str(OFFICIAL_MANIFEST)]) == 0
+    assert verify_main(["--manifest", str(OFFICIAL_MANIFEST)]) == 0
     out = capsys.readouterr().out
     assert "model preset: sd15" in out and out.rstrip().endswith("files matching: 5/5")
     assert "1,363,537,604" in out and "29,524,224" in out
@@ -236,7 +236,7 @@ def test_verify_manifest_sd15_in_process(manifest, capsys):
 
 @pytest.mark.slow
 def test_verify_manifest_cli_subprocess(manifest):
-    result = subprocess.run([sys.executable, "-m", "model.checkpoints", "verify", "--manifest", str(OFFICIAL_MANIFEST)],
+    result = subprocess.run([sys.executable, "-m", "infra.verify", "--manifest", str(OFFICIAL_MANIFEST)],
                             cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     assert result.stdout.rstrip().splitlines()[-1] == "files matching: 5/5"
