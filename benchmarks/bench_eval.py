@@ -46,9 +46,9 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from evaluation import fid, fvd, syncnet
-    from evaluation.faces import detect_per_frame, make_backend
     from evaluation.facesim import face_similarity
     from evaluation.kpsdis import kps_distance
+    from perception.faces import detect_per_frame, make_face_backend
 
     gen, gt = face_video(args.frames), face_video(args.frames)[:, ::-1].copy()
     audio = (np.random.default_rng(0).normal(scale=0.1, size=args.frames * 640)).astype(np.float32)
@@ -64,7 +64,7 @@ def main() -> None:
     rows.append((f"FVD (I3D, 2x {args.frames // 16} clips of 16)", s))
 
     try:
-        backend = make_backend("yunet")
+        backend = make_face_backend("yunet")
         s_faces, (gf, tf) = timed(lambda: (detect_per_frame(backend, gen), detect_per_frame(backend, gt)))
         rows.append(("faces (YuNet, 2x frames; shared)", s_faces))
         from evaluation.config import EvalConfig

@@ -124,7 +124,8 @@ def build_training_step(cfg, batch: dict, dev, engine: str = "deepspeed"):
     """
     import torch
 
-    from model.build import build_modules, build_noise_scheduler, build_vae
+    from model.build import build_modules, build_vae
+    from model.schedulers import build_noise_scheduler
     from model.stages import set_trainable
     from training.engine import build_engine
     from training.losses import diffusion_loss

@@ -166,7 +166,8 @@ def numerics(ctx: Context) -> None:
 
 @torch.no_grad()
 def _numerics(ctx: Context) -> list[dict[str, Any]]:
-    from model.build import build_modules, build_noise_scheduler
+    from model.build import build_modules
+    from model.schedulers import build_noise_scheduler
     from training.step import VExpressTrainModule, make_step_inputs
 
     t0 = time.perf_counter()
@@ -301,7 +302,8 @@ class _Pipelines:
         """(pipeline, new): new when it was just built and still needs a warm-up call."""
         from model.build import build_modules, build_vae
         from model.pipeline import VExpressPipeline
-        from model.pipeline_loading import make_audio_encoder, make_scheduler
+        from model.pipeline_loading import make_audio_encoder
+        from model.schedulers import build_noise_scheduler
 
         if self.key == (dtype, offload):
             return self.pipe, False
@@ -318,7 +320,7 @@ class _Pipelines:
             self.encoders[enc_dev] = make_audio_encoder(self.cfg, enc_dev)
         m = self.cfg.model
         self.pipe = VExpressPipeline(
-            self.modules[0], self.modules[1], make_scheduler(self.cfg.inference.scheduler), self.encoders[enc_dev],
+            self.modules[0], self.modules[1], build_noise_scheduler(self.cfg.inference.scheduler), self.encoders[enc_dev],
             device=self.ctx.dev, dtype=dtype, offload=offload, vae_scaling_factor=m.vae_scaling_factor,
             audio_context=m.audio_frames_context, audio_vectors_per_frame=m.audio_vectors_per_frame)
         self.key = (dtype, offload)
@@ -360,11 +362,11 @@ def inference(ctx: Context) -> None:
 
 
 def _infer(ctx: Context, pipes: _Pipelines, dtype: str, offload: bool, p, steps: int, inputs) -> dict[str, Any]:
-    from model.pipeline_loading import make_scheduler
+    from model.schedulers import build_noise_scheduler
 
     t0 = time.perf_counter()
     pipe, new = pipes.get(dtype, offload)
-    pipe.scheduler = make_scheduler(p.scheduler)
+    pipe.scheduler = build_noise_scheduler(p.scheduler)
     frames, size = ctx.sizes.infer_frames, pipes.cfg.model.resolution
 
     def call(n_steps: int) -> tuple[float, float, Any]:

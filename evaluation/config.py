@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from evaluation.metrics import REGISTRY
 from evaluation.protocols import PROTOCOLS, Protocol, get_protocol
 from infra.config import check
+from perception.faces import FACE_BACKENDS
 
 METRICS = tuple(REGISTRY)  # derived from the registry: one place names the metrics
 
@@ -55,8 +56,8 @@ class EvalConfig:
         unknown = set(self.metrics) - set(METRICS)
         check(not unknown, "eval.metrics", f"unknown metric(s) {sorted(unknown)}; known: {sorted(METRICS)}")
         check(self.protocol in PROTOCOLS, "eval.protocol", f"must be one of {sorted(PROTOCOLS)}, got {self.protocol!r}")
-        check(self.face_backend in ("auto", "yunet", "insightface"), "eval.face_backend",
-              "must be auto|yunet|insightface")
+        check(self.face_backend in ("auto", *FACE_BACKENDS), "eval.face_backend",
+              f"must be auto|{'|'.join(FACE_BACKENDS)}")
         check(self.insightface_missing in ("error", "auto"), "eval.insightface_missing", "must be error|auto")
         check(self.face_id_backend in ("auto", "sface", "arcface"), "eval.face_id_backend",
               "must be auto|sface|arcface")

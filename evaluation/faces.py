@@ -1,7 +1,7 @@
 """One face per frame for the face-based metrics (KpsDis, ΔFaceSim, SyncNet tracks, LatentSync FVD crops).
 
-Detection runs once per video through a face backend from ``perception.faces`` (``make_face_backend``;
-``.detect(rgb_frame) -> list[Face(box, score, kps (5, 2))]``); every metric then reuses the result.
+Detection runs once per video through a face backend of the ``perception.faces`` registry
+(``perception.faces.detect_per_frame``); every metric then reuses the result.
 When a frame shows several faces the most confident one is kept (our test clips are single-face crops);
 a frame with none is ``None`` and each metric counts it.
 
@@ -15,37 +15,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
-import numpy as np
+from perception.faces import FaceSettings, make_face_backend
 
 log = logging.getLogger(__name__)
-
-
-class FaceLike(Protocol):
-    box: np.ndarray  # (4,) x0, y0, x1, y1 in pixels
-    score: float
-    kps: np.ndarray  # (5, 2): left eye, right eye, nose, left mouth corner, right mouth corner
-
-
-def best_face(faces: list[FaceLike]) -> FaceLike | None:
-    return max(faces, key=lambda f: float(f.score)) if faces else None
-
-
-def detect_per_frame(backend: Any, frames: np.ndarray) -> list[FaceLike | None]:
-    """The most confident face of every RGB frame (``None`` where none is found)."""
-    if hasattr(backend, "detect_batch"):
-        per_frame = backend.detect_batch(list(frames))
-    else:
-        per_frame = [backend.detect(f) for f in frames]
-    return [best_face(list(faces)) for faces in per_frame]
-
-
-def make_backend(name: str = "yunet", **kwargs) -> Any:
-    """A face backend by name (``yunet`` offline default, ``insightface``); see ``perception.faces``."""
-    from perception.faces import make_face_backend
-
-    return make_face_backend(name, **kwargs)
 
 
 # ------------------------------------------------------------------------------------------- one detector
@@ -79,7 +53,8 @@ class FaceSetup:
 
 
 def _pack_missing(root: str, pack: str) -> str | None:
-    from perception.faces import FaceModelError, find_pack_model
+    from perception.face_insightface import find_pack_model
+    from perception.faces import FaceModelError
 
     try:
         find_pack_model(root, pack, "detection")
@@ -129,7 +104,7 @@ def face_setup(cfg, recorded: str | None, recorded_root: str | None = None, *, b
     else:
         name, root = resolve_face_backend(cfg, recorded, recorded_root)
         pack = name.partition(":")[2]
-        backend = make_backend("insightface", root=root, pack=pack) if pack else make_backend(name)
+        backend = make_face_backend(name.partition(":")[0], FaceSettings(root=root, pack=pack or cfg.insightface_pack))
     setup = FaceSetup(name, backend, recorded, root, _embedder=embedder)
     if embedder is None and with_embedder:
         setup._embedder_factory = lambda: make_embedder(cfg, name, root)
@@ -140,7 +115,7 @@ def make_embedder(cfg, backend_name: str = "yunet", root: str = "") -> Any:
     """The identity embedder for ΔFaceSim by ``eval.face_id_backend``: ``auto`` is ArcFace from the same
     insightface pack when the detector is insightface (the paper's tooling), SFace otherwise."""
     from perception import face_id
-    from perception.faces import find_pack_model
+    from perception.face_insightface import find_pack_model
 
     kind = cfg.face_id_backend
     if kind == "auto":

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from evaluation.faces import FaceLike
+from perception.faces import FaceLike
 
 
 @dataclass(frozen=True)

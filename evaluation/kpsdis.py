@@ -3,7 +3,7 @@
 Input convention
 ----------------
 - ``detected``: per generated frame the detected 5-point keypoints ``(5, 2)`` (from
-  :func:`evaluation.faces.detect_per_frame`) or ``None`` where no face was found, in pixels of a frame of
+  :func:`perception.faces.detect_per_frame`) or ``None`` where no face was found, in pixels of a frame of
   size ``frame_size = (height, width)``.
 - ``target_kps``: ``(F, 3 or 5, 2)`` in pixels of a ``target_size``² frame (512: the crop the shards store,
   order left eye, right eye, nose, mouth corners). Only the 3 V-Kps points (eyes, nose) are compared.

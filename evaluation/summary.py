@@ -146,13 +146,13 @@ def summarize_demo(cfg: Any, checkpoint: str, test_shards: str, generated: np.nd
     and that of the ground truth itself (the ceiling of the measure)."""
     import torch
 
+    from evaluation.faces import face_setup
     from model.inference_config import sampling_kwargs
     from model.pipeline_loading import load_pipeline
     from perception.face_id import SFaceEmbedder
-    from perception.faces import make_face_backend
     from preprocessing.loudness import mouth_opening
 
-    backend = backend or make_face_backend(cfg.eval.face_backend)
+    backend = backend or face_setup(cfg.eval, None, with_embedder=False).backend
     embedder = embedder or SFaceEmbedder()
     clip = heldout_clip(test_shards)
     n = min(len(generated), len(clip["frames"]))

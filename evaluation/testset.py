@@ -8,7 +8,6 @@ are detected per frame and rescaled to that square).
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -101,7 +100,7 @@ def recorded_face_backend(path: str | Path) -> tuple[str | None, str | None]:
         return (name if name == "yunet" else f"insightface:{pack}"), (config.get("insightface_root") or None)
     for tar in shards.shard_paths(folder):
         for raw in shards.iter_tar_samples(tar):
-            return json.loads(raw["json"]).get("face_backend"), None
+            return shards.sample_meta(raw).get("face_backend"), None
     return None, None
 
 
@@ -113,8 +112,8 @@ def video_files(folder: Path) -> list[Path]:
 
 
 def iter_folder_videos(folder: Path, dataset: str, backend: Any, kps_size: int = 512, fps: float = 25.0):
-    from evaluation.faces import detect_per_frame
     from perception import media
+    from perception.faces import detect_per_frame
 
     for path in video_files(folder):
         frames = media.read_frames(path, fps=fps)

@@ -11,7 +11,7 @@ import math
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
+from diffusers import AutoencoderKL
 from torch import nn
 
 from model.audio_projection import AudioProjection
@@ -126,23 +126,3 @@ def build_vae(cfg: ModelConfig, seed: int = 0) -> AutoencoderKL:
             latent_channels=cfg.vae_latent_channels, norm_num_groups=groups, sample_size=cfg.resolution,
             scaling_factor=cfg.vae_scaling_factor, mid_block_add_attention=cfg.vae_mid_attention,
         )
-
-
-# ---------------------------------------------------------------------------------------------- schedulers
-# Official betas (docs/official-architecture.md §9): v-prediction with zero-terminal-SNR and trailing spacing.
-OFFICIAL_SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                         prediction_type="v_prediction", rescale_betas_zero_snr=True, timestep_spacing="trailing",
-                         steps_offset=1)
-SCHEDULERS = {
-    "ddim": (DDIMScheduler, dict(clip_sample=False, set_alpha_to_one=True)),
-    "dpm": (DPMSolverMultistepScheduler, dict(final_sigmas_type="zero")),
-    "euler": (EulerDiscreteScheduler, {}),
-}
-
-
-def build_noise_scheduler(kind: str = "ddim", **overrides):
-    """``ddim`` (official), ``dpm`` (DPMSolverMultistep) or ``euler`` (EulerDiscrete), same betas/zero-SNR/trailing."""
-    if kind not in SCHEDULERS:
-        raise ValueError(f"scheduler kind {kind!r}: choose one of {sorted(SCHEDULERS)}")
-    cls, extra = SCHEDULERS[kind]
-    return cls(**{**OFFICIAL_SCHEDULE, **extra, **overrides})

@@ -31,6 +31,7 @@ import numpy as np
 
 from model.inference_config import sampling_kwargs
 from model.retarget import retarget
+from perception.faces import FaceSettings, best_face, make_face_backend
 
 log = logging.getLogger("model.generate")
 
@@ -117,13 +118,9 @@ def load_kps_file(path: str | Path, default_image_size: int) -> tuple[np.ndarray
     return data, size
 
 
-def _best_face(faces):
-    return max(faces, key=lambda f: float(f.score)) if faces else None
-
-
 def detect_reference_kps(image: np.ndarray, backend, path: str | Path) -> np.ndarray:
     """5-point keypoints (5, 2) of the most confident face, in the image's pixels."""
-    face = _best_face(backend.detect(image))
+    face = best_face(backend.detect(image))
     if face is None:
         raise InputError(f"{path}: no face detected in the reference image")
     return np.asarray(face.kps, dtype=np.float64)
@@ -145,7 +142,7 @@ def driving_video_kps(path: str | Path, fps: float, max_frames: int, backend) ->
         raise InputError(str(exc)) from exc
     kps = np.full((len(frames), 5, 2), np.nan)
     for i, frame in enumerate(tqdm(frames, desc="driving-video faces", leave=False)):
-        face = _best_face(backend.detect(frame))
+        face = best_face(backend.detect(frame))
         if face is not None:
             kps[i] = np.asarray(face.kps, dtype=np.float64)[:5]
     found = np.flatnonzero(np.isfinite(kps[:, 0, 0]))
@@ -168,14 +165,8 @@ def _scale_kps(kps: np.ndarray, from_hw: tuple[int, int], size: int) -> np.ndarr
 
 def make_backend(cfg):
     """The configured face detector (insightface takes its model folder from ``preprocess.insightface_*``)."""
-    from perception.faces import make_face_backend
-
-    opts = {}
-    if cfg.inference.face_backend == "insightface":
-        opts = {"pack": cfg.preprocess.insightface_pack}
-        if cfg.preprocess.insightface_root:
-            opts["root"] = cfg.preprocess.insightface_root
-    return make_face_backend(cfg.inference.face_backend, **opts)
+    settings = FaceSettings(root=cfg.preprocess.insightface_root, pack=cfg.preprocess.insightface_pack)
+    return make_face_backend(cfg.inference.face_backend, settings)
 
 
 def build_kps_sequence(cfg, reference_image: np.ndarray, reference_path, num_frames: int, size: int,

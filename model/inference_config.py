@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from infra.config import check
+from model.schedulers import SCHEDULERS
+from perception.faces import FACE_BACKENDS
 
 # The official recipe is ``quality`` (inference.py / inference_v2.yaml: DDIM 25 steps, CFG 3.5 on every step, the
 # frames x 255 cut to uint8, then the 3x3x3 median). The others keep its guidance on every step (the audio's
@@ -75,11 +77,10 @@ class InferenceConfig:
         check(self.retarget_strategy in ("no_retarget", "fix_face", "offset_retarget", "naive_retarget"),
               "inference.retarget_strategy", f"unknown strategy {self.retarget_strategy!r}")
         check(self.dtype in ("fp32", "fp16", "bf16"), "inference.dtype", "must be fp32|fp16|bf16")
-        check(self.scheduler in ("ddim", "dpmsolver++", "euler"), "inference.scheduler",
-              "must be ddim|dpmsolver++|euler")
+        check(self.scheduler in SCHEDULERS, "inference.scheduler", f"must be {'|'.join(SCHEDULERS)}")
         check(not (self.offload and len(self.devices) > 1), "inference.offload",
               "cannot be combined with several devices")
-        check(self.face_backend in ("yunet", "insightface"), "inference.face_backend", "must be yunet|insightface")
+        check(self.face_backend in FACE_BACKENDS, "inference.face_backend", f"must be {'|'.join(FACE_BACKENDS)}")
         check(self.kps_image_size > 0, "inference.kps_image_size", "must be > 0")
 
 

@@ -8,7 +8,7 @@
 - Audio encoder: ``perception.audio.AudioEncoder`` on ``model.pretrained.audio_encoder`` (else
   ``preprocess.audio_encoder_path``). The tiny preset without a path gets a tiny random Wav2Vec2 saved once
   with ``save_pretrained`` and loaded with ``from_pretrained``: the same code path as real weights.
-- Scheduler: ``model.build.build_noise_scheduler`` (official DDIM, DPM-Solver++ or Euler).
+- Scheduler: ``model.schedulers.build_noise_scheduler`` (official DDIM, DPM-Solver++ or Euler).
 """
 
 from __future__ import annotations
@@ -20,23 +20,12 @@ from pathlib import Path
 
 from model.config import RANDOM_INIT_PRESETS
 from model.pipeline import VExpressPipeline
+from model.schedulers import build_noise_scheduler
 
 log = logging.getLogger(__name__)
 
-# InferenceConfig names -> model.build scheduler kinds.
-SCHEDULER_KINDS = {"ddim": "ddim", "dpmsolver++": "dpm", "dpm": "dpm", "euler": "euler"}
-
-
 def cache_dir() -> Path:
     return Path(os.environ.get("VEXPRESS_CACHE", Path.home() / ".cache" / "vexpress"))
-
-
-def make_scheduler(kind: str):
-    from model.build import build_noise_scheduler
-
-    if kind not in SCHEDULER_KINDS:
-        raise ValueError(f"inference.scheduler: unknown scheduler {kind!r}; choose one of {sorted(SCHEDULER_KINDS)}")
-    return build_noise_scheduler(SCHEDULER_KINDS[kind])
 
 
 def tiny_audio_encoder_folder(hidden_size: int) -> Path:
@@ -111,7 +100,7 @@ def load_pipeline(cfg, checkpoint: str | Path | None = None, *, device: str | No
         log.warning("no V-Express checkpoint given: the %s modules keep their initial weights", cfg.model.preset)
     devs = devices if devices is not None else (list(inf.devices) or None)
     return VExpressPipeline(
-        modules, build_vae(cfg.model), make_scheduler(inf.scheduler),
+        modules, build_vae(cfg.model), build_noise_scheduler(inf.scheduler),
         make_audio_encoder(cfg, "cpu" if (offload if offload is not None else inf.offload) else device),
         device=device, dtype=dtype or inf.dtype, devices=devs,
         offload=inf.offload if offload is None else offload, audio_context=cfg.model.audio_frames_context,

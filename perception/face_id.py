@@ -18,7 +18,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from perception.faces import SFACE_FILE, Face, FaceModelError, check_rgb_frame, find_pack_model, packaged_model
+from perception.face_insightface import find_pack_model
+from perception.faces import Face, FaceModelError, check_rgb_frame, packaged_model
+
+SFACE_FILE = "face_recognition_sface_2021dec_int8bq.onnx"
 
 
 def _unit(v: np.ndarray) -> np.ndarray:

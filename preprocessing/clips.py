@@ -10,16 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 import cv2
 import numpy as np
 
-
-class FaceLike(Protocol):
-    box: np.ndarray  # (4,) xyxy
-    score: float
-    kps: np.ndarray  # (5, 2)
+from perception.faces import FaceLike
 
 
 @dataclass(frozen=True)

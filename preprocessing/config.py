@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from infra.config import check
+from perception.faces import FACE_BACKENDS
 
 OUTPUT = {"affects_output": True}
 RUNTIME = {"runtime": True}
@@ -76,8 +77,8 @@ class PreprocessConfig:
         check(0 < self.min_clip_seconds <= self.clip_seconds, "preprocess.min_clip_seconds",
               "must be in (0, clip_seconds]")
         check(self.crop_size % 8 == 0, "preprocess.crop_size", "must be a multiple of 8")
-        check(self.face_backend in ("yunet", "insightface"), "preprocess.face_backend",
-              f"must be yunet|insightface, got {self.face_backend!r}")
+        check(self.face_backend in FACE_BACKENDS, "preprocess.face_backend",
+              f"must be {'|'.join(FACE_BACKENDS)}, got {self.face_backend!r}")
         check(0.0 <= self.min_face_score <= 1.0, "preprocess.min_face_score", "must be in [0, 1]")
         check(self.audio_encoder in ("wav2vec2", "whisper", "mel"), "preprocess.audio_encoder",
               "must be wav2vec2|whisper|mel")

@@ -51,11 +51,9 @@ def encode_frames(vae, frames: np.ndarray, size: int, batch: int = 32) -> tuple[
 
 
 def add_latents_to_sample(sample: dict, vae, size: int) -> dict:
-    from perception import media
-    from preprocessing import stages
 
-    mean, std = encode_frames(vae, media.read_frames(bytes(sample["mp4"])), size)
-    return stages.add_latents(sample, mean, std)
+    mean, std = encode_frames(vae, fmt.decode_sample(sample)["frames"], size)
+    return fmt.add_latents(sample, mean, std)
 
 
 def add_latents(shards: str | Path, output: str | Path, vae_folder: str | Path, resolution: int,

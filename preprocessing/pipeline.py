@@ -111,12 +111,12 @@ def _face_backend_name(cfg: PreprocessConfig) -> str:
 
 
 def make_face_backend(cfg: PreprocessConfig):
+    """The configured detector, thresholded below ``min_face_score`` (the clip rules apply that score)."""
+    from perception.faces import FaceSettings
     from perception.faces import make_face_backend as make
 
-    if cfg.face_backend == "insightface":
-        return make("insightface", root=cfg.insightface_root, pack=cfg.insightface_pack,
-                    score_threshold=min(0.5, cfg.min_face_score), ctx_id=0 if cfg.use_gpu else -1)
-    return make("yunet", score_threshold=min(0.5, cfg.min_face_score))
+    return make(cfg.face_backend, FaceSettings(score_threshold=min(0.5, cfg.min_face_score), root=cfg.insightface_root,
+                                               pack=cfg.insightface_pack, gpu=cfg.use_gpu))
 
 
 class FaceActor:
@@ -171,7 +171,7 @@ class VaeActor:
                 posterior = self.vae.encode(x).latent_dist  # stored as mean and std so training can sample it
                 means.append((posterior.mean * self.vae.config.scaling_factor).half().cpu().numpy())
                 stds.append((posterior.std * self.vae.config.scaling_factor).half().cpu().numpy())
-        sample = stages.add_latents(payload["sample"], np.concatenate(means), np.concatenate(stds))
+        sample = shards.add_latents(payload["sample"], np.concatenate(means), np.concatenate(stds))
         return {"sample": sample, "crops": None}
 
 
@@ -217,9 +217,9 @@ def commit_task(work_dir: str, plan: stages.VideoPlan, fingerprint: str, *payloa
     record = {
         "source": plan.source, "video_id": plan.video_id, "duration_s": plan.duration_s,
         "samples": [{"key": s["__key__"], "bytes": shards.sample_bytes(s), "sha256": shards.sample_sha256(s),
-                     "num_frames": json.loads(s["json"])["num_frames"],
-                     "seconds": round(json.loads(s["json"])["num_frames"] / plan.fps, 6),
-                     "has_audio": json.loads(s["json"])["has_audio"]} for s in samples],
+                     "num_frames": shards.sample_meta(s)["num_frames"],
+                     "seconds": round(shards.sample_meta(s)["num_frames"] / plan.fps, 6),
+                     "has_audio": shards.sample_meta(s)["has_audio"]} for s in samples],
         "rejected": rejected, "fingerprint": fingerprint, "content_sha256": plan.content_sha256,
     }
     if not samples:

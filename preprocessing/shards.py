@@ -37,6 +37,7 @@ SHARD_PATTERN = "shard-{:06d}.tar"
 # Member names of one sample (besides __key__). Fixed order: the sample hash walks them in this order
 # (members added by later versions go last, so a v1 sample hashes as it did).
 MEMBERS = ("json", "mp4", "wav", "audio.npy", "kps.npy", "mouth.npy", "latents.npy", "lips.npy", "latents_std.npy")
+REQUIRED_MEMBERS = ("json", "mp4", "kps.npy", "mouth.npy")  # the others depend on has_audio / has_latents / version
 _VERSIONED_PACKAGES = ("av", "numpy", "opencv-python-headless", "torch", "transformers", "webdataset")
 
 
@@ -119,6 +120,32 @@ def encode_sample(
     if latents_std is not None:
         sample["latents_std.npy"] = npy_bytes(latents_std.astype(np.float16))
     return sample
+
+
+def sample_meta(sample: dict) -> dict:
+    """The metadata member of a raw or encoded sample."""
+    return json.loads(sample["json"])
+
+
+def missing_members(sample: dict) -> list[str]:
+    """The required members a raw sample lacks (empty when it has them all)."""
+    return [m for m in REQUIRED_MEMBERS if m not in sample]
+
+
+def add_latents(sample: dict, latents: np.ndarray, latents_std: np.ndarray | None = None) -> dict:
+    """Attach VAE latents (posterior mean x scaling; + its std x scaling) and flip ``has_latents`` in the metadata
+    (re-encoding the json member)."""
+    meta = json.loads(sample["json"])
+    meta["has_latents"] = True
+    out = dict(sample)
+    out["json"] = json_bytes(meta)
+    out["latents.npy"] = npy_bytes(latents.astype(np.float16))
+    if latents_std is not None:
+        if latents_std.shape != latents.shape:
+            raise ShardFormatError(f"{sample['__key__']}: latents_std {latents_std.shape} != latents "
+                                          f"{latents.shape}")
+        out["latents_std.npy"] = npy_bytes(latents_std.astype(np.float16))
+    return out
 
 
 def sample_sha256(sample: dict) -> str:

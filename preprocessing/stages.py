@@ -206,21 +206,3 @@ def crop_lip_boxes(track: clips.TrackResult, box: np.ndarray, crops: np.ndarray,
         return "landmark_2d_106", np.clip(corners, 0, size)
     approx = lips.lip_boxes_from_corners(kps, lips.mouth_cavities(crops, kps))
     return "kps5", np.clip(approx, 0, size)
-
-
-def add_latents(sample: dict, latents: np.ndarray, latents_std: np.ndarray | None = None) -> dict:
-    """Attach VAE latents (posterior mean x scaling; + its std x scaling) and flip ``has_latents`` in the metadata
-    (re-encoding the json member)."""
-    import json
-
-    meta = json.loads(sample["json"])
-    meta["has_latents"] = True
-    out = dict(sample)
-    out["json"] = shards.json_bytes(meta)
-    out["latents.npy"] = shards.npy_bytes(latents.astype(np.float16))
-    if latents_std is not None:
-        if latents_std.shape != latents.shape:
-            raise shards.ShardFormatError(f"{sample['__key__']}: latents_std {latents_std.shape} != latents "
-                                          f"{latents.shape}")
-        out["latents_std.npy"] = shards.npy_bytes(latents_std.astype(np.float16))
-    return out

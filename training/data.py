@@ -214,10 +214,10 @@ class ClipSample:
 
 def decode_clip(sample: dict[str, Any]) -> ClipSample:
     """Raw tar members -> :class:`ClipSample` (``preprocessing.shards.decode_sample``, video left encoded)."""
-    from preprocessing.shards import decode_sample
+    from preprocessing.shards import decode_sample, missing_members
 
     key = f"{sample.get('__url__', '?')}:{sample.get('__key__', '?')}"
-    missing = [m for m in ("json", "mp4", "kps.npy", "mouth.npy") if m not in sample]
+    missing = missing_members(sample)
     if missing:
         raise ValueError(f"{key}: missing members {missing} (has {sorted(k for k in sample if k[:2] != '__')})")
     d = decode_sample(sample, decode_video=False)

@@ -1,6 +1,6 @@
 """Diffusion objective: v-prediction on the zero-terminal-SNR schedule, noise offset, min-SNR, mouth weight.
 
-The schedule is the official one (``model.build.build_noise_scheduler("ddim")``: scaled-linear betas rescaled to
+The schedule is the official one (``model.schedulers.build_noise_scheduler("ddim")``: scaled-linear betas rescaled to
 zero terminal SNR, v-prediction). The loss is a per-element weighted MSE:
 
     weight map  m = 1 + (mouth_loss_weight - 1) * mouth_mask        (mouth_mask in latent space, in [0, 1])

@@ -194,7 +194,8 @@ class Trainer:
                   f"({self.counts['frozen_params']:,} params)")
 
     def build_frozen_parts(self) -> tuple[nn.Module | None, torch.Tensor]:
-        from model.build import build_noise_scheduler, build_vae
+        from model.build import build_vae
+        from model.schedulers import build_noise_scheduler
 
         scheduler = build_noise_scheduler("ddim")
         vae = build_vae(self.cfg.model).to(self.device).eval().requires_grad_(False)

@@ -10,8 +10,6 @@ frames' keypoints, the audio its precomputed features. Written to ``<output_dir>
 
 from __future__ import annotations
 
-import io
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -28,11 +26,11 @@ STRIP_ROWS = 4
 
 def first_clip(shards: str) -> dict[str, bytes]:
     """Members of the first sample with audio (else the very first) in the first shard (local shards only)."""
-    from preprocessing.shards import iter_tar_samples
+    from preprocessing.shards import iter_tar_samples, sample_meta
 
     first = None
     for sample in iter_tar_samples(list_shards(shards)[0]):
-        if "audio.npy" in sample:
+        if sample_meta(sample).get("has_audio"):
             return sample
         first = first or sample
     if first is None:
@@ -52,7 +50,7 @@ def render_validation_video(cfg: Any, modules: nn.Module, vae: nn.Module, step: 
     """Write the validation video and strip for ``step``; returns their paths (empty if unavailable)."""
     try:
         from model.pipeline import VExpressPipeline
-        from model.pipeline_loading import make_scheduler
+        from model.schedulers import build_noise_scheduler
     except ImportError as exc:  # the inference pipeline is optional for training
         log.info("validation video skipped: inference pipeline unavailable (%s)", exc)
         return []
@@ -60,17 +58,18 @@ def render_validation_video(cfg: Any, modules: nn.Module, vae: nn.Module, step: 
 
     from model.inference_config import sampling_kwargs
     from model.vkps import render_vkps
-    from perception.media import read_frames, write_video
+    from perception.audio import SAMPLE_RATE
+    from perception.media import write_video
     from preprocessing.latents import resize_frames
+    from preprocessing.shards import decode_sample
 
-    clip = first_clip(cfg.train.validation_shards or cfg.data.shards)
-    meta = json.loads(clip["json"])
-    frames = read_frames(clip["mp4"])
+    clip = decode_sample(first_clip(cfg.train.validation_shards or cfg.data.shards))
+    meta, frames = clip["meta"], clip["frames"]
     n = min(cfg.train.validation_frames, len(frames))
     res = cfg.model.resolution
     truth = ((resize_frames(frames[:n], res).permute(1, 2, 3, 0) + 1) * 127.5).round().byte().numpy()
-    kps = np.load(io.BytesIO(clip["kps.npy"]))[:n] * (res / float(meta.get("crop_size", 512)))
-    audio = np.load(io.BytesIO(clip["audio.npy"])).astype(np.float32)[:2 * n] if "audio.npy" in clip else None
+    kps = clip["kps"][:n] * (res / float(meta.get("crop_size", 512)))
+    audio = clip["audio_features"].astype(np.float32)[:2 * n] if "audio_features" in clip else None
     if audio is None:
         audio = np.zeros((2 * n, cfg.model.audio_embed_dim), np.float32)
     flags = {name: p.requires_grad for name, p in modules.named_parameters()}
@@ -79,7 +78,7 @@ def render_validation_video(cfg: Any, modules: nn.Module, vae: nn.Module, step: 
     dtype = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(next(modules.parameters()).dtype, "fp32")
     inf = cfg.inference
     try:
-        pipe = VExpressPipeline(modules, vae, make_scheduler(cfg.inference.scheduler), device=next(modules.parameters()).device,
+        pipe = VExpressPipeline(modules, vae, build_noise_scheduler(cfg.inference.scheduler), device=next(modules.parameters()).device,
                                 dtype=dtype, audio_context=cfg.model.audio_frames_context)
         options = {**sampling_kwargs(inf), "seed": cfg.train.validation_seed, "progress": False,
                    "context_frames": min(n, inf.context_frames),
@@ -91,14 +90,7 @@ def render_validation_video(cfg: Any, modules: nn.Module, vae: nn.Module, step: 
         modules.train(was_training)
         vae.to(vae_dtype).eval()
     path = out / "validation" / f"step-{step:06d}.mp4"
-    wav = None
-    if "wav" in clip:
-        wav = path.with_suffix(".clip.wav")
-        wav.parent.mkdir(parents=True, exist_ok=True)
-        wav.write_bytes(clip["wav"])
-    write_video(path, result.frames, fps=float(meta.get("fps", 25)), audio=wav)
-    if wav is not None:
-        wav.unlink(missing_ok=True)
+    write_video(path, result.frames, fps=float(meta.get("fps", 25)), audio=clip.get("audio"), sample_rate=SAMPLE_RATE)
     vkps = (render_vkps(kps, res, radius=max(1, round(4 * res / 512))).permute(0, 2, 3, 1) * 255).byte().numpy()
     strip = path.with_suffix(".png")
     Image.fromarray(validation_strip(truth[0], vkps, result.frames, truth)).save(strip)

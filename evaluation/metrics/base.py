@@ -63,13 +63,13 @@ class VideoContext:
 
     @cached_property
     def generated_faces(self) -> list:
-        from evaluation.faces import detect_per_frame
+        from perception.faces import detect_per_frame
 
         return detect_per_frame(self.faces.backend, self.generated)
 
     @cached_property
     def ground_truth_faces(self) -> list:
-        from evaluation.faces import detect_per_frame
+        from perception.faces import detect_per_frame
 
         return detect_per_frame(self.faces.backend, self.video.frames)
 

@@ -42,8 +42,8 @@ def eval_test_sets(tmp_path_factory, sample_data_dir, talking_clip, yunet):
 def write_shard_set(out, clips, backend, n: int = 24):
     """A shard test set of ``(video_id, source name, frames, audio)`` clips (first ``n`` frames each), keypoints
     from ``backend``, written with preprocessing.shards exactly as the pipeline lays it out."""
-    from evaluation.faces import detect_per_frame
     from perception import media
+    from perception.faces import detect_per_frame
     from preprocessing import shards
     from preprocessing.clips import mouth_boxes
 

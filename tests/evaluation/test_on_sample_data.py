@@ -13,7 +13,7 @@ pytestmark = pytest.mark.slow
 
 def test_syncnet_full_path_random_weights(talking_clip, yunet):
     from evaluation import syncnet
-    from evaluation.faces import detect_per_frame
+    from perception.faces import detect_per_frame
 
     frames, audio = talking_clip
     frames, audio = frames[:30], audio[: 30 * 640]
@@ -25,8 +25,8 @@ def test_syncnet_full_path_random_weights(talking_clip, yunet):
 
 
 def test_kpsdis_with_real_detector(talking_clip, yunet):
-    from evaluation.faces import detect_per_frame
     from evaluation.kpsdis import kps_distance
+    from perception.faces import detect_per_frame
 
     frames = talking_clip[0][:6]
     target = np.stack([f.kps for f in detect_per_frame(yunet, frames)])
@@ -40,10 +40,10 @@ def test_kpsdis_with_real_detector(talking_clip, yunet):
 
 
 def test_facesim_with_sface(talking_clip, sample_data_dir, yunet):
-    from evaluation.faces import detect_per_frame
     from evaluation.facesim import face_similarity
     from perception import media
     from perception.face_id import SFaceEmbedder
+    from perception.faces import detect_per_frame
 
     emb = SFaceEmbedder()
     gt = talking_clip[0][:8]

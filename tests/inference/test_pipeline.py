@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from model.pipeline import VExpressPipeline
-from model.pipeline_loading import make_scheduler
 from model.retarget import fix_face
+from model.schedulers import build_noise_scheduler
 from model.windows import num_denoiser_calls
 
 KPS64 = [[22.0, 26.0], [42.0, 26.0], [32.0, 38.0]]  # eyes + nose in the 64 px tiny frame
@@ -65,7 +65,7 @@ def test_no_cfg_single_branch(tiny_pipeline, reference_image, speech_like_audio)
 @pytest.mark.parametrize("kind,cls", [("ddim", "DDIMScheduler"), ("dpmsolver++", "DPMSolverMultistepScheduler"),
                                       ("euler", "EulerDiscreteScheduler")])
 def test_scheduler_selection(tiny_pipeline, reference_image, speech_like_audio, kind, cls):
-    sched = make_scheduler(kind)
+    sched = build_noise_scheduler(kind)
     assert type(sched).__name__ == cls
     assert sched.config.prediction_type == "v_prediction" and sched.config.timestep_spacing == "trailing"
     assert sched.config.rescale_betas_zero_snr
@@ -80,7 +80,7 @@ def test_scheduler_selection(tiny_pipeline, reference_image, speech_like_audio, 
         tiny_pipeline.scheduler = original
     assert torch.isfinite(out.latents).all()
     with pytest.raises(ValueError, match="inference.scheduler"):
-        make_scheduler("pndm")
+        build_noise_scheduler("pndm")
 
 
 def test_seed_reproducible(tiny_pipeline, reference_image, speech_like_audio):

@@ -7,8 +7,9 @@ import dataclasses
 import pytest
 import torch
 
-from model.build import build_modules, build_noise_scheduler, build_vae
+from model.build import build_modules, build_vae
 from model.config import ModelConfig, PretrainedPaths
+from model.schedulers import build_noise_scheduler
 from tests.model.model_tester import one_thread  # noqa: F401
 
 CFG = ModelConfig()
@@ -72,7 +73,7 @@ def test_official_ddim_settings():
     assert s.timesteps.tolist() == list(range(999, 0, -40))
 
 
-@pytest.mark.parametrize("kind", ["dpm", "euler"])
+@pytest.mark.parametrize("kind", ["dpmsolver++", "euler"])
 def test_alternative_schedulers_share_the_betas(kind):
     ddim, other = build_noise_scheduler("ddim"), build_noise_scheduler(kind)
     assert other.config.prediction_type == "v_prediction"
@@ -83,7 +84,7 @@ def test_alternative_schedulers_share_the_betas(kind):
 
 def test_scheduler_overrides_and_errors():
     assert build_noise_scheduler("ddim", steps_offset=0).config.steps_offset == 0
-    with pytest.raises(ValueError, match="scheduler kind"):
+    with pytest.raises(ValueError, match="inference.scheduler"):
         build_noise_scheduler("pndm")
 
 

@@ -11,7 +11,9 @@ from skimage import data as skdata
 
 from perception import media
 from perception.face_id import ArcFaceEmbedder, SFaceEmbedder, cosine_similarity
-from perception.faces import Face, FaceModelError, InsightFaceBackend, YuNetBackend, make_face_backend
+from perception.face_insightface import InsightFaceBackend
+from perception.face_yunet import YuNetBackend
+from perception.faces import Face, FaceModelError, make_face_backend
 from preprocessing.sample_data import _asset, assets_dir
 from tests.tiny_face_models import DETECTOR_FILE, make_tiny_insightface_pack
 
@@ -185,7 +187,7 @@ def test_arcface_embedder_with_tiny_model(tiny_pack, yunet, astronaut):
 def test_pack_models_are_told_apart_as_insightface_routes_them(tiny_pack):
     from insightface.app import FaceAnalysis
 
-    from perception.faces import find_pack_model, pack_model_kind
+    from perception.face_insightface import find_pack_model, pack_model_kind
     from tests.tiny_face_models import LANDMARK_FILE, RECOGNIZER_FILE
 
     root, folder = tiny_pack

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from model.build import build_noise_scheduler
+from model.schedulers import build_noise_scheduler
 from training.dropout import sample_condition_masks
 from training.losses import add_noise_and_velocity, diffusion_loss, min_snr_weights, offset_noise
 

@@ -19,7 +19,8 @@ def _cfg(shards, out, stage, *extra):
 
 @pytest.mark.parametrize("stage", [1, 2, 3])
 def test_loss_halves_on_a_fixed_batch_with_fixed_noise(synthetic_shards, tmp_path, stage):
-    from model.build import build_modules, build_noise_scheduler, build_vae
+    from model.build import build_modules, build_vae
+    from model.schedulers import build_noise_scheduler
     from model.stages import set_trainable
     from training.data import make_loader
     from training.engine import DeepSpeedEngine, init_distributed
