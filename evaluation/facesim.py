@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from perception.face_id import unit_vector
 from perception.faces import FaceLike
 
 
@@ -47,14 +48,6 @@ class FaceSimResult:
     num_paired_frames: int
     num_no_face_generated: int
     num_no_face_ground_truth: int
-
-
-def _unit(v: np.ndarray) -> np.ndarray:
-    v = np.asarray(v, np.float64).reshape(-1)
-    n = np.linalg.norm(v)
-    if not np.isfinite(n) or n == 0:
-        raise ValueError("face embedding has zero or non-finite norm")
-    return v / n
 
 
 def similarities(
@@ -73,7 +66,7 @@ def similarities(
         if face is None:
             no_face += 1
             continue
-        sims[i] = float(_unit(embedder.embed(frame, face)) @ ref_embedding)
+        sims[i] = float(unit_vector(embedder.embed(frame, face), np.float64) @ ref_embedding)
     return sims, no_face
 
 
@@ -99,7 +92,7 @@ def face_similarity(
     gt_missing = sum(1 for i, f in enumerate(ground_truth_faces) if f is None and i not in skip)
     # embed only the frames where both sides have a face: the others take part in neither average
     unpaired = [i for i in range(len(generated)) if generated_faces[i] is None or ground_truth_faces[i] is None]
-    ref = _unit(embedder.embed(reference, reference_face))
+    ref = unit_vector(embedder.embed(reference, reference_face), np.float64)
     gen, _ = similarities(embedder, ref, generated, generated_faces, [*skip, *unpaired])
     gt_all, _ = similarities(embedder, ref, ground_truth, ground_truth_faces, skip)
     paired = ~np.isnan(gen)

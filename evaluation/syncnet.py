@@ -192,13 +192,13 @@ def syncnet_face_crops(frames: np.ndarray, boxes: np.ndarray, crop_scale: float 
 def interpolate_missing_boxes(boxes: list[np.ndarray | None]) -> tuple[np.ndarray, int]:
     """Fill frames without a detection by linear interpolation (the reference's ``track_shot`` does the same
     across missed detections); returns the boxes and the number of frames that had none."""
-    found = [i for i, b in enumerate(boxes) if b is not None]
-    missing = len(boxes) - len(found)
-    if not found:
+    from perception.faces import interpolate_missing
+
+    valid = [b is not None for b in boxes]
+    if not any(valid):
         raise ValueError(f"no face detected in any of {len(boxes)} frames")
-    known = np.stack([np.asarray(boxes[i], np.float64) for i in found])
-    t = np.arange(len(boxes))
-    return np.stack([np.interp(t, found, known[:, j]) for j in range(4)], axis=1), missing
+    known = np.stack([np.asarray(b, np.float64) if b is not None else np.full(4, np.nan) for b in boxes])
+    return interpolate_missing(known, valid), len(boxes) - sum(valid)
 
 
 # ---------------------------------------------------------------- the full path

@@ -134,11 +134,10 @@ def iter_folder_videos(folder: Path, dataset: str, backend: Any, kps_size: int =
 
 def _interpolated_kps(faces: list) -> np.ndarray:
     """Keypoints of every frame; frames without a face take the linear interpolation of their neighbours."""
-    found = [i for i, f in enumerate(faces) if f is not None]
-    known = np.stack([np.asarray(faces[i].kps, np.float64) for i in found])  # (k, 5, 2)
-    t = np.arange(len(faces))
-    flat = known.reshape(len(found), -1)
-    return np.stack([np.interp(t, found, flat[:, j]) for j in range(flat.shape[1])], 1).reshape(-1, 5, 2)
+    from perception.faces import interpolate_missing
+
+    kps = np.stack([np.asarray(f.kps, np.float64) if f is not None else np.full((5, 2), np.nan) for f in faces])
+    return interpolate_missing(kps, [f is not None for f in faces])
 
 
 def iter_test_videos(path: str, dataset: str, backend_factory=None, max_videos: int = 0,

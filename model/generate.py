@@ -31,7 +31,7 @@ import numpy as np
 
 from model.inference_config import sampling_kwargs
 from model.retarget import retarget
-from perception.faces import FaceSettings, best_face, make_face_backend
+from perception.faces import FaceSettings, best_face, interpolate_missing, make_face_backend
 
 log = logging.getLogger("model.generate")
 
@@ -150,10 +150,7 @@ def driving_video_kps(path: str | Path, fps: float, max_frames: int, backend) ->
         raise InputError(f"{p}: no face detected in any frame of the driving video")
     if len(found) < len(kps):
         log.warning("%s: no face in %d of %d frames; filled from neighbours", p, len(kps) - len(found), len(kps))
-        t = np.arange(len(kps))
-        for j in range(5):
-            for c in range(2):
-                kps[:, j, c] = np.interp(t, found, kps[found, j, c])
+        kps = interpolate_missing(kps, np.isfinite(kps[:, 0, 0]))
     return kps, frames.shape[1:3]
 
 

@@ -24,8 +24,9 @@ from perception.faces import Face, FaceModelError, check_rgb_frame, packaged_mod
 SFACE_FILE = "face_recognition_sface_2021dec_int8bq.onnx"
 
 
-def _unit(v: np.ndarray) -> np.ndarray:
-    v = np.asarray(v, np.float32).reshape(-1)
+def unit_vector(v: np.ndarray, dtype=np.float32) -> np.ndarray:
+    """A face embedding scaled to norm 1 (ValueError for a zero or non-finite one)."""
+    v = np.asarray(v, dtype).reshape(-1)
     n = float(np.linalg.norm(v))
     if not np.isfinite(n) or n == 0.0:
         raise ValueError("face embedding has zero or non-finite norm")
@@ -33,7 +34,7 @@ def _unit(v: np.ndarray) -> np.ndarray:
 
 
 def cosine_similarity(a: np.ndarray, b: np.ndarray) -> float:
-    return float(_unit(a) @ _unit(b))
+    return float(unit_vector(a) @ unit_vector(b))
 
 
 def _only_data_inputs(path: Path) -> bytes:
@@ -88,7 +89,7 @@ class SFaceEmbedder:
     def embed(self, image_rgb: np.ndarray, face: Face) -> np.ndarray:
         aligned = self.align(image_rgb, face)
         blob = np.ascontiguousarray(aligned[:, :, ::-1].transpose(2, 0, 1)[None], dtype=np.float32)
-        return _unit(self._session.run(None, {self._input: blob})[0])
+        return unit_vector(self._session.run(None, {self._input: blob})[0])
 
 
 def _arcface_file(path: Path) -> Path:
@@ -127,4 +128,4 @@ class ArcFaceEmbedder:
         return norm_crop(bgr, np.asarray(face.kps, np.float32), image_size=self.input_size)
 
     def embed(self, image_rgb: np.ndarray, face: Face) -> np.ndarray:
-        return _unit(self.model.get_feat(self.align(image_rgb, face)))
+        return unit_vector(self.model.get_feat(self.align(image_rgb, face)))

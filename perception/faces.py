@@ -142,6 +142,19 @@ def detect_per_frame(backend: FaceBackend, frames: Sequence[np.ndarray] | np.nda
     return [best_face(list(faces)) for faces in per_frame]
 
 
+def interpolate_missing(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Per-frame values ``(F, ...)`` with the frames where ``valid`` is False (no face, nothing measured) linearly
+    interpolated from their valid neighbours; before the first and after the last valid frame the nearest valid
+    value holds. float64; ValueError when no frame is valid."""
+    values, valid = np.asarray(values, np.float64), np.asarray(valid, bool)
+    if not valid.any():
+        raise ValueError(f"no valid frame among {len(values)} to interpolate from")
+    idx = np.arange(len(values))
+    flat = values.reshape(len(values), -1)
+    out = np.stack([np.interp(idx, idx[valid], flat[valid, c]) for c in range(flat.shape[1])], 1)
+    return out.reshape(values.shape)
+
+
 # name -> "module:Class"; imported on first use so that configs can validate names without loading any model code
 FACE_BACKENDS: dict[str, str] = {
     "yunet": "perception.face_yunet:YuNetBackend",

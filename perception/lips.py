@@ -128,8 +128,9 @@ def mouth_cavities(frames: np.ndarray, kps: np.ndarray) -> np.ndarray:
     measured = ~np.isnan(raw[:, 0])
     if not measured.any():
         return np.zeros((len(raw), 2), np.float32)
-    idx = np.arange(len(raw))
-    return np.stack([np.interp(idx, idx[measured], raw[measured, c]) for c in (0, 1)], 1).astype(np.float32)
+    from perception.faces import interpolate_missing
+
+    return interpolate_missing(raw, measured).astype(np.float32)
 
 
 def lip_mask(boxes: np.ndarray, image_size: int, latent_size: int, scale: float = LIP_SCALE) -> np.ndarray:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from perception.faces import FaceLike
+from perception.faces import FaceLike, interpolate_missing
 
 
 @dataclass(frozen=True)
@@ -80,16 +80,6 @@ def classify_frame(faces: Sequence[FaceLike], min_size: float, min_score: float)
     return "ok", big[0]
 
 
-def _fill_gaps(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Linear interpolation over frames without a valid face (edges hold the nearest valid value)."""
-    idx = np.arange(len(values))
-    flat = values.reshape(len(values), -1).astype(np.float64)
-    out = np.empty_like(flat)
-    for c in range(flat.shape[1]):
-        out[:, c] = np.interp(idx, idx[valid], flat[valid, c])
-    return out.reshape(values.shape).astype(np.float32)
-
-
 def validate_track(
     faces_per_frame: Sequence[Sequence[FaceLike]],
     min_size: float,
@@ -130,8 +120,10 @@ def validate_track(
         return TrackResult(False, reason, detail, valid_fraction=fraction)
     has_lips = bool(np.isfinite(lips[valid]).all())
     if not valid.all():
-        boxes, kps = _fill_gaps(boxes, valid), _fill_gaps(kps, valid)
-        lips = _fill_gaps(lips, valid) if has_lips else lips
+        # frames without a valid face: interpolated from their neighbours (edges hold the nearest valid value)
+        boxes = interpolate_missing(boxes, valid).astype(np.float32)
+        kps = interpolate_missing(kps, valid).astype(np.float32)
+        lips = interpolate_missing(lips, valid).astype(np.float32) if has_lips else lips
     return TrackResult(True, boxes=boxes, kps=kps, scores=scores, valid_fraction=fraction,
                        lip_boxes=lips if has_lips else None)
 

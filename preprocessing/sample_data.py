@@ -32,6 +32,7 @@ import cv2
 import numpy as np
 
 from perception import media
+from perception.faces import interpolate_missing
 from preprocessing.loudness import mouth_opening
 from preprocessing.mouth_warp import open_mouth
 
@@ -165,11 +166,7 @@ def source_mouth_corners(frames: np.ndarray, upscale: int = 3) -> np.ndarray:
     found = np.flatnonzero(~np.isnan(corners[:, 0, 0]))
     if len(found) == 0:
         raise ValueError("sample data: no face found in the source frames")
-    idx = np.arange(len(frames))
-    for j in range(2):
-        for c in range(2):
-            corners[:, j, c] = np.interp(idx, found, corners[found, j, c])
-    return corners
+    return interpolate_missing(corners, ~np.isnan(corners[:, 0, 0])).astype(corners.dtype)
 
 
 # ---------------------------------------------------------------- audio
