@@ -69,7 +69,7 @@ def stage_profile(videos: list[Path], cfg) -> dict[str, float]:
 
     from perception.audio import AudioEncoder, save_tiny_wav2vec2
     from preprocessing import shards, stages
-    from preprocessing.pipeline import make_face_backend
+    from preprocessing.tasks import make_face_backend
 
     cv2.setNumThreads(1)
     torch.set_num_threads(1)

@@ -21,273 +21,32 @@ keeps byte-identical inputs once (``preprocessing.output_dir``).
 from __future__ import annotations
 
 import dataclasses
-import glob as globlib
 import json
 import logging
 import os
-import re
 import shutil
 import time
 from collections import deque
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from preprocessing import output_dir, shards, stages
 from preprocessing.config import PreprocessConfig, index_config, output_fingerprint
+from preprocessing.inputs import list_inputs
+from preprocessing.ray_session import InfraFailure, describe_error, init_ray, is_infra_error
+from preprocessing.tasks import (
+    AudioActor,
+    FaceActor,
+    VaeActor,
+    commit_task,
+    crop_encode_task,
+    decode_task,
+    face_backend_name,
+    probe_task,
+    write_shard_task,
+)
 
 log = logging.getLogger("preprocess")
-REPO_ROOT = Path(__file__).resolve().parent.parent
-_SKIP_SUFFIXES = {".json", ".jsonl", ".md"}  # sidecar files in an input folder are not inputs
-CRASH_ONCE_ENV = "VEXPRESS_PREPROCESS_CRASH_ONCE"  # tests: a folder; the first crop_encode task kills its worker
-
-
-# ------------------------------------------------------------------------------------------------ inputs
-
-
-def list_inputs(spec: str) -> list[str]:
-    """A folder (recursive), a glob, a list file (one path/URL a line) or a single file/URL -> sources."""
-    if "://" in spec and not spec.startswith("file://"):
-        import fsspec
-
-        fs, path = fsspec.core.url_to_fs(spec)
-        if any(c in path for c in "*?["):
-            found = fs.glob(path)
-        elif fs.isdir(path):
-            found = fs.find(path)
-        else:
-            found = [path]
-        return sorted(fs.unstrip_protocol(p) for p in found if Path(p).suffix.lower() not in _SKIP_SUFFIXES)
-    spec = spec.removeprefix("file://")
-    p = Path(spec)
-    if p.is_dir():
-        files = [f for f in p.rglob("*") if f.is_file() and not f.name.startswith(".")
-                 and f.suffix.lower() not in _SKIP_SUFFIXES]
-        return sorted(str(f.resolve()) for f in files)
-    if any(c in spec for c in "*?["):
-        return sorted(str(Path(f).resolve()) for f in globlib.glob(spec, recursive=True) if Path(f).is_file())
-    if p.is_file() and p.suffix.lower() in {".txt", ".lst", ".list"}:
-        lines = [ln.strip() for ln in p.read_text().splitlines()]
-        return sorted({ln if "://" in ln else str((p.parent / ln).resolve()) for ln in lines
-                       if ln and not ln.startswith("#")})
-    if p.is_file():
-        return [str(p.resolve())]
-    raise FileNotFoundError(f"--input {spec!r}: not a folder, glob, list file or file")
-
-
-def localize(source: str, cache_dir: Path) -> str:
-    """Remote (fsspec) sources are copied once into ``cache_dir`` so decoding can seek; local paths pass."""
-    if "://" not in source or source.startswith("file://"):
-        return source.removeprefix("file://")
-    import fsspec
-
-    target = cache_dir / (shards.video_id_for(source) + Path(source).suffix)
-    if not target.exists():
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
-        with fsspec.open(source, "rb") as src, open(tmp, "wb") as dst:
-            shutil.copyfileobj(src, dst, 1 << 22)
-        os.replace(tmp, target)
-    return str(target)
-
-
-# ------------------------------------------------------------------------------------------------ stage code
-
-
-def _limit_threads(uses_torch: bool = False) -> None:
-    """One thread per Ray worker: Ray already runs one worker per logical CPU."""
-    import cv2
-
-    cv2.setNumThreads(1)
-    if uses_torch:
-        import torch
-
-        torch.set_num_threads(1)
-
-
-def _face_backend_name(cfg: PreprocessConfig) -> str:
-    return cfg.face_backend if cfg.face_backend == "yunet" else f"insightface:{cfg.insightface_pack}"
-
-
-def make_face_backend(cfg: PreprocessConfig):
-    """The configured detector, thresholded below ``min_face_score`` (the clip rules apply that score)."""
-    from perception.faces import FaceSettings
-    from perception.faces import make_face_backend as make
-
-    return make(cfg.face_backend, FaceSettings(score_threshold=min(0.5, cfg.min_face_score), root=cfg.insightface_root,
-                                               pack=cfg.insightface_pack, gpu=cfg.use_gpu))
-
-
-class FaceActor:
-    def __init__(self, cfg: PreprocessConfig) -> None:
-        _limit_threads()
-        self.cfg, self.backend = cfg, make_face_backend(cfg)
-
-    def ready(self) -> bool:
-        return True
-
-    def detect(self, frames: np.ndarray) -> list[np.ndarray]:
-        return stages.detect_faces(self.backend, frames, self.cfg.detect_max_side)
-
-
-class AudioActor:
-    def __init__(self, cfg: PreprocessConfig, path: str) -> None:
-        from perception.audio import AudioEncoder
-
-        _limit_threads(uses_torch=True)
-        self.encoder = AudioEncoder(path, cfg.audio_encoder, device="cuda" if cfg.use_gpu else "cpu",
-                                    mel_bins=cfg.mel_bins)
-
-    def ready(self) -> bool:
-        return True
-
-    def features(self, audio: np.ndarray, start_s: float, num_frames: int, fps: float) -> np.ndarray:
-        return self.encoder.features_for_clip(stages.clip_audio(audio, start_s, num_frames, fps), num_frames)
-
-
-class VaeActor:
-    def __init__(self, cfg: PreprocessConfig, path: str) -> None:
-        import torch
-        from diffusers import AutoencoderKL
-
-        _limit_threads(uses_torch=True)
-        self.device = torch.device("cuda" if cfg.use_gpu else "cpu")
-        self.vae = AutoencoderKL.from_pretrained(path).eval().to(self.device)
-
-    def ready(self) -> bool:
-        return True
-
-    def add_latents(self, payload: dict) -> dict:
-        import torch
-
-        if "sample" not in payload:
-            return payload
-        crops = payload.pop("crops")
-        means, stds = [], []
-        with torch.inference_mode():
-            for i in range(0, len(crops), 8):
-                x = torch.from_numpy(crops[i:i + 8]).to(self.device).permute(0, 3, 1, 2).float() / 127.5 - 1
-                posterior = self.vae.encode(x).latent_dist  # stored as mean and std so training can sample it
-                means.append((posterior.mean * self.vae.config.scaling_factor).half().cpu().numpy())
-                stds.append((posterior.std * self.vae.config.scaling_factor).half().cpu().numpy())
-        sample = shards.add_latents(payload["sample"], np.concatenate(means), np.concatenate(stds))
-        return {"sample": sample, "crops": None}
-
-
-def probe_task(source: str, cfg: PreprocessConfig, cache_dir: str) -> tuple[dict, Any]:
-    try:
-        local = localize(source, Path(cache_dir))
-    except Exception as exc:  # network/permission errors on a remote source
-        return {"rejection": stages.Rejection(source, "unreadable", f"{source}: cannot fetch ({exc})").as_dict()}, None
-    plan, audio = stages.probe_video(local, cfg)
-    if isinstance(plan, stages.Rejection):
-        return {"rejection": plan.as_dict()}, None
-    plan.content_sha256 = shards.file_sha256(local)  # the same file under two names is processed once
-    return {"plan": plan, "local": local}, audio
-
-
-def decode_task(local: str, start_s: float, num_frames: int, fps: float) -> np.ndarray:
-    return stages.decode_clip(local, start_s, num_frames, fps)
-
-
-def crop_encode_task(plan, span, frames, detections, audio, audio_features, cfg, names) -> tuple[dict, dict]:
-    crash_dir = os.environ.get(CRASH_ONCE_ENV)
-    if crash_dir and not (marker := Path(crash_dir) / "crashed").exists():
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.write_text(str(os.getpid()))
-        os._exit(1)  # a dying worker: Ray must retry this task
-    segment = stages.clip_audio(audio, span.start_s(plan.fps), span.num_frames, plan.fps) if audio is not None else None
-    sample, rejection, crops = stages.crop_and_encode(plan, span, frames, detections, segment, audio_features, cfg,
-                                                      names["face"], names["audio"])
-    if rejection is not None:
-        return {"ok": False, "reason": rejection.reason}, {"rejection": rejection.as_dict()}
-    summary = {"ok": True, "key": sample["__key__"], "num_frames": span.num_frames}
-    return summary, {"sample": sample, "crops": crops if cfg.precompute_latents else None}
-
-
-def commit_task(work_dir: str, plan: stages.VideoPlan, fingerprint: str, *payloads: dict) -> dict:
-    """Write one video's samples (tar) and record (json) atomically; the json is the 'done' marker (for the
-    output fingerprint it records)."""
-    samples = [p["sample"] for p in payloads if "sample" in p]
-    rejected = [p["rejection"] for p in payloads if "rejection" in p]
-    vdir = Path(work_dir)
-    if samples:
-        shards.write_tar(vdir / f"{plan.video_id}.tar", samples)
-    record = {
-        "source": plan.source, "video_id": plan.video_id, "duration_s": plan.duration_s,
-        "samples": [{"key": s["__key__"], "bytes": shards.sample_bytes(s), "sha256": shards.sample_sha256(s),
-                     "num_frames": shards.sample_meta(s)["num_frames"],
-                     "seconds": round(shards.sample_meta(s)["num_frames"] / plan.fps, 6),
-                     "has_audio": shards.sample_meta(s)["has_audio"]} for s in samples],
-        "rejected": rejected, "fingerprint": fingerprint, "content_sha256": plan.content_sha256,
-    }
-    if not samples:
-        (vdir / f"{plan.video_id}.tar").unlink(missing_ok=True)  # samples of an earlier config
-    shards.write_json_atomic(vdir / f"{plan.video_id}.json", record)
-    return {"video_id": plan.video_id, "kept": len(samples), "rejected": len(rejected), "seconds": plan.duration_s}
-
-
-def write_shard_task(path: str, keys: list[str], video_tars: list[str]) -> dict:
-    wanted = set(keys)
-    by_key = {}
-    for tar in video_tars:
-        for sample in shards.iter_tar_samples(tar):
-            if sample["__key__"] in wanted:
-                by_key[sample["__key__"]] = sample
-    missing = wanted - set(by_key)
-    if missing:
-        raise RuntimeError(f"{path}: samples missing from work/: {sorted(missing)[:5]}")
-    shards.write_tar(path, (by_key[k] for k in keys))
-    return {"name": Path(path).name, "bytes": Path(path).stat().st_size, "sha256": shards.file_sha256(path)}
-
-
-# ------------------------------------------------------------------------------------------------ driver
-
-
-def is_infra_error(exc: BaseException) -> bool:
-    """True for failures of the machinery (OOM kill, dead worker/actor/node, lost object) rather than of the
-    input: such a video is retried and never recorded as rejected, so no good clip is lost."""
-    from ray import exceptions as E
-
-    names = ("OutOfMemoryError", "WorkerCrashedError", "ObjectLostError", "RayActorError", "NodeDiedError",
-             "ObjectStoreFullError", "LocalRayletDiedError", "OwnerDiedError", "TaskUnschedulableError",
-             "ActorUnschedulableError", "RaySystemError", "ObjectFetchTimedOutError")
-    kinds = tuple(getattr(E, n) for n in names if hasattr(E, n))
-    seen = 0
-    while exc is not None and seen < 10:
-        if isinstance(exc, kinds):
-            return True
-        exc = getattr(exc, "cause", None) if isinstance(exc, E.RayTaskError) else None
-        seen += 1
-    return False
-
-
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-_FRAME = re.compile(r'File "([^"]+)", line (\d+), in (\S+)')
-
-
-def describe_error(exc: BaseException, limit: int = 500) -> str:
-    """One plain-text line for an exception raised in a task: the root cause (type and message, not Ray's
-    wrapper, no ANSI colour codes) and where it was raised."""
-    from ray import exceptions as E
-
-    where = ""
-    for _ in range(10):  # a task whose input came from a failed task nests one RayTaskError per hop
-        if not isinstance(exc, E.RayTaskError) or getattr(exc, "cause", None) is None or exc.cause is exc:
-            break
-        frames = _FRAME.findall(_ANSI.sub("", str(exc)))
-        if frames:
-            path, line, func = frames[-1]
-            where = f" (at {'/'.join(Path(path).parts[-2:])}:{line} in {func})"
-        exc = exc.cause
-    text = " ".join(_ANSI.sub("", str(exc)).split())
-    message = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-    return message[:limit - len(where)] + where
-
-
-class InfraFailure(RuntimeError):
-    """Some videos failed for infrastructure reasons after all retries; rerunning resumes them."""
 
 
 @dataclasses.dataclass
@@ -424,7 +183,7 @@ class Preprocessor:
             return
         r = self._remotes()
         audio_path, audio_name = self.audio_path()
-        names = {"face": _face_backend_name(c), "audio": audio_name}
+        names = {"face": face_backend_name(c), "audio": audio_name}
         faces = [r["face"].remote(c) for _ in range(c.num_workers)]
         audios = [r["audio"].remote(c, audio_path) for _ in range(c.num_workers)]
         vaes = [r["vae"].remote(c, self.vae_path()) for _ in range(c.num_workers)] if c.precompute_latents else []
@@ -602,64 +361,6 @@ class Preprocessor:
         index = shards.build_index(index_config(self.cfg), shard_rows, sample_rows, totals)
         shards.write_json_atomic(self.output / "index.json", index)
         return index
-
-
-# ------------------------------------------------------------------------------------------------ Ray session
-
-
-def present_auth_token() -> None:
-    """Make a driver joining a cluster present the cluster's token (Ray 2.60 token auth), when one is available
-    (``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token``) and ``RAY_AUTH_MODE`` is unset.
-
-    Ray reads ``RAY_AUTH_MODE`` into its native config when it is imported, and enables the token by itself only
-    for ``address="auto"``: setting the variable later did nothing, and ``--address host:port`` was refused with
-    InvalidAuthToken. This is what Ray does for "auto": set the mode and reload the config.
-    """
-    if "RAY_AUTH_MODE" in os.environ:  # the user's choice, already read by Ray
-        return
-    from ray._private.authentication.authentication_token_setup import maybe_enable_token_auth_if_token_available
-
-    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
-
-
-def init_ray(cfg: PreprocessConfig, address: str | None) -> str | None:
-    """Join ``address`` (``auto`` under ``ray submit``) or start an embedded single-node Ray on 127.0.0.1.
-
-    Returns the embedded cluster's temp dir (so the caller can stop exactly that cluster) or None.
-    """
-    import ray
-
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    if address:
-        present_auth_token()
-        ray.init(address=address, runtime_env={"env_vars": {"PYTHONPATH": str(REPO_ROOT)}},
-                 log_to_driver=True)
-        return None
-    # Loopback only: ray.init(_node_ip_address="127.0.0.1") alone is re-resolved to the machine's address and
-    # gcs/raylet/agents then listen on all interfaces. Ray's "local-only" mode (the one it uses on macOS and
-    # Windows) makes every process bind 127.0.0.1; it is read from the environment (children) and a module
-    # constant (this process).
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-    from ray._private import ray_constants
-
-    ray_constants.ENABLE_RAY_CLUSTER = False
-    temp = cfg.ray_temp_dir or f"/tmp/vexray-{os.getpid()}"
-    # A head killed without `ray stop` leaves this file behind and the next ray.init would trip over it;
-    # an embedded run always starts its own head, so it is stale by definition.
-    Path(temp, "ray_current_cluster").unlink(missing_ok=True)
-    # Ray's memory monitor kills *Ray* workers when *machine* memory passes 95 %. On a shared workstation that
-    # memory is mostly other programs', and killing our small workers frees nothing useful: the embedded
-    # cluster leaves out-of-memory handling to the kernel unless the user sets these variables.
-    os.environ.setdefault("RAY_memory_monitor_refresh_ms", "0")
-    from preprocessing.ray_reaper import OWNER_ENV, owner_tag, start_reaper
-
-    os.environ[OWNER_ENV] = owner_tag(os.getpid(), temp)  # lets the reaper find every process of this cluster
-    ray.init(num_cpus=cfg.num_workers, num_gpus=1 if cfg.use_gpu else 0, include_dashboard=False,
-             _temp_dir=temp, _node_ip_address="127.0.0.1", log_to_driver=True, configure_logging=False)
-
-    start_reaper(os.getpid(), temp)  # stops this cluster if the driver dies without ray.shutdown()
-    return temp
 
 
 def run(inputs: str, output: str | Path, cfg: PreprocessConfig, address: str | None = None) -> dict:

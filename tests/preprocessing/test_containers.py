@@ -104,7 +104,7 @@ def test_task_errors_are_reported_as_plain_text_with_their_root_cause():
 
     from ray import exceptions as E
 
-    from preprocessing.pipeline import describe_error
+    from preprocessing.ray_session import describe_error
 
     def detection_scale():
         return 1 / 0

@@ -23,7 +23,7 @@ import psutil
 import pytest
 import webdataset as wds
 
-from preprocessing import pipeline, shards
+from preprocessing import shards, tasks
 
 REPO = Path(__file__).resolve().parents[2]
 # Manifest reason -> the reason the pipeline must give (same vocabulary, plus what a truncated file decodes to).
@@ -189,7 +189,7 @@ def test_sigkill_driver_then_resume_gives_identical_index(run_once, sample_data_
     done_before = {p.name for p in (out / "work" / "videos").glob("*.json")}
     # Rerun the same command; one crop+encode worker dies mid-task (Ray must retry it).
     crash = tmp_path / "crash"
-    proc = start(sample_data_dir, out, temp, {pipeline.CRASH_ONCE_ENV: str(crash)})
+    proc = start(sample_data_dir, out, temp, {tasks.CRASH_ONCE_ENV: str(crash)})
     watch = ProcessWatch(proc.pid)
     log = finish(proc, watch)
     assert (crash / "crashed").exists(), "the injected worker death did not happen"

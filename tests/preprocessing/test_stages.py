@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from perception import media
-from preprocessing import pipeline, shards, stages
+from preprocessing import inputs, pipeline, ray_session, shards, stages, tasks
 from preprocessing.config import PreprocessConfig
 
 
@@ -63,15 +63,15 @@ def test_list_inputs_dir_glob_listfile_and_url(tmp_path):
         (tmp_path / name).write_bytes(b"x")
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "c.mkv").write_bytes(b"x")
-    found = pipeline.list_inputs(str(tmp_path))
+    found = inputs.list_inputs(str(tmp_path))
     assert [p.split("/")[-1] for p in found] == ["a.mov", "b.mp4", "c.mkv"]
-    assert len(pipeline.list_inputs(str(tmp_path / "*.mp4"))) == 1
+    assert len(inputs.list_inputs(str(tmp_path / "*.mp4"))) == 1
     lst = tmp_path / "list.txt"
     lst.write_text("b.mp4\n# comment\nsub/c.mkv\n")
-    assert [p.split("/")[-1] for p in pipeline.list_inputs(str(lst))] == ["b.mp4", "c.mkv"]
-    assert pipeline.list_inputs(f"file://{tmp_path}/b.mp4") == [str((tmp_path / "b.mp4").resolve())]
+    assert [p.split("/")[-1] for p in inputs.list_inputs(str(lst))] == ["b.mp4", "c.mkv"]
+    assert inputs.list_inputs(f"file://{tmp_path}/b.mp4") == [str((tmp_path / "b.mp4").resolve())]
     with pytest.raises(FileNotFoundError, match="--input"):
-        pipeline.list_inputs(str(tmp_path / "nothing"))
+        inputs.list_inputs(str(tmp_path / "nothing"))
 
 
 def test_remote_sources_are_localized_once(tmp_path):
@@ -79,17 +79,17 @@ def test_remote_sources_are_localized_once(tmp_path):
 
     fs = fsspec.filesystem("memory")
     fs.pipe("/bucket/clip.mp4", b"data")
-    local = pipeline.localize("memory://bucket/clip.mp4", tmp_path)
+    local = inputs.localize("memory://bucket/clip.mp4", tmp_path)
     assert open(local, "rb").read() == b"data" and local.startswith(str(tmp_path))
-    listed = pipeline.list_inputs("memory://bucket/")
+    listed = inputs.list_inputs("memory://bucket/")
     assert len(listed) == 1 and listed[0].startswith("memory://") and listed[0].endswith("/bucket/clip.mp4")
-    assert open(pipeline.localize(listed[0], tmp_path / "again"), "rb").read() == b"data"
+    assert open(inputs.localize(listed[0], tmp_path / "again"), "rb").read() == b"data"
 
 
 def test_vae_actor_adds_fp16_latents(tmp_path):
     cfg = PreprocessConfig(precompute_latents=True)
     job = pipeline.Preprocessor(cfg, tmp_path)
-    actor = pipeline.VaeActor(cfg, job.vae_path())
+    actor = tasks.VaeActor(cfg, job.vae_path())
     n = 3
     crops = np.random.default_rng(0).integers(0, 255, (n, 64, 64, 3), dtype=np.uint8)
     sample = shards.encode_sample("v-00000000_c0000", {"num_frames": n, "has_audio": False},
@@ -113,12 +113,12 @@ def test_vae_actor_adds_fp16_latents(tmp_path):
 def test_infra_errors_are_told_apart_from_input_errors():
     from ray import exceptions as E
 
-    assert pipeline.is_infra_error(E.WorkerCrashedError())
-    assert pipeline.is_infra_error(E.OutOfMemoryError("oom"))
+    assert ray_session.is_infra_error(E.WorkerCrashedError())
+    assert ray_session.is_infra_error(E.OutOfMemoryError("oom"))
     wrapped = E.RayTaskError("f", "tb", E.ObjectLostError("ab" * 14, None, "call site"))
-    assert pipeline.is_infra_error(wrapped)
-    assert not pipeline.is_infra_error(E.RayTaskError("f", "tb", ValueError("bad frame")))
-    assert not pipeline.is_infra_error(ValueError("x"))
+    assert ray_session.is_infra_error(wrapped)
+    assert not ray_session.is_infra_error(E.RayTaskError("f", "tb", ValueError("bad frame")))
+    assert not ray_session.is_infra_error(ValueError("x"))
 
 
 def test_reaper_kills_only_processes_of_its_cluster(tmp_path):
