@@ -47,10 +47,10 @@ class Context:
         return cfg
 
     def batch(self, stage: int) -> dict:
-        """One batch of the stage, made by the loader's own last steps (``training.data.ExampleBuilder`` and
+        """One batch of the stage, made by the loader's own last steps (``training.examples.ExampleBuilder`` and
         ``collate``) from synthetic clips with precomputed latents, as training reads them; reused by every step."""
         if stage not in self._batches:
-            from training.data import ExampleBuilder, collate
+            from training.examples import ExampleBuilder, collate
 
             cfg = self.config(stage)
             build = ExampleBuilder(cfg.data, cfg.model, seed=0)
@@ -62,7 +62,7 @@ class Context:
 def synthetic_clip(model, frames: int, index: int):
     """A clip as ``training.data`` decodes it from a shard with latents: a face's five keypoints and mouth box
     (crop pixels), random audio features and latents; no video, which training with latents never decodes."""
-    from training.data import ClipSample
+    from training.examples import ClipSample
 
     rng = np.random.default_rng(index)
     size, c = model.resolution, model.resolution / 2

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from infra.config_tree import load
-from training.data import DataPosition, choose_frames, make_loader
+from training.data import DataPosition, make_loader
+from training.examples import choose_frames
 
 
 def _cfg(shards, stage=1, **data):
