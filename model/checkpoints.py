@@ -250,7 +250,6 @@ def load_vexpress_weights(modules: nn.Module, folder: str | Path, strict: bool =
     return reports
 
 
-load_vexpress_checkpoint = load_vexpress_weights  # name used by the inference loader
 
 
 def save_vexpress_weights(modules: nn.Module, folder: str | Path, config: Any = None,

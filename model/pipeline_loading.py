@@ -67,22 +67,6 @@ def make_audio_encoder(cfg, device: str = "cpu"):
     return encoder
 
 
-def weights_folder(checkpoint: str | Path) -> Path:
-    """The folder holding the five files of any ``--checkpoint`` form (``model.checkpoint_paths``)."""
-    from model.checkpoint_paths import resolve_checkpoint
-
-    return resolve_checkpoint(checkpoint).weights
-
-
-def load_vexpress_weights(modules, folder: str | Path) -> None:
-    """Official five-file folder (.bin/.pth) or one of ours (.safetensors) into ``modules``, strictly."""
-    from model.checkpoints import load_vexpress_weights as load_files
-
-    path = weights_folder(folder)
-    load_files(modules, path, strict=True)
-    log.info("loaded V-Express weights from %s", path)
-
-
 def load_pipeline(cfg, checkpoint: str | Path | None = None, *, device: str | None = None,
                   dtype: str | None = None, devices: list[str] | None = None,
                   offload: bool | None = None) -> VExpressPipeline:
@@ -95,7 +79,12 @@ def load_pipeline(cfg, checkpoint: str | Path | None = None, *, device: str | No
     # With V-Express weights coming, skip the SD1.5 / AnimateDiff initialisation they would overwrite.
     modules = build_modules(cfg.model, pretrained=not folder)
     if folder:
-        load_vexpress_weights(modules, folder)
+        from model.checkpoint_paths import resolve_checkpoint
+        from model.checkpoints import load_vexpress_weights
+
+        weights = resolve_checkpoint(folder).weights  # any --checkpoint form -> the folder of the five files
+        load_vexpress_weights(modules, weights, strict=True)
+        log.info("loaded V-Express weights from %s", weights)
     elif cfg.model.preset not in RANDOM_INIT_PRESETS:
         log.warning("no V-Express checkpoint given: the %s modules keep their initial weights", cfg.model.preset)
     devs = devices if devices is not None else (list(inf.devices) or None)

@@ -93,23 +93,6 @@ def init_from_sd15(reference_net: nn.Module, denoising_unet: nn.Module, folder: 
 
 
 # ---------------------------------------------------------------------------------------------- AnimateDiff
-def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
-    """A ``.safetensors`` file or a torch checkpoint (``weights_only``; a ``state_dict`` wrapper is unwrapped)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: weights file not found")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
-        state = state["state_dict"]
-    if not isinstance(state, Mapping):
-        raise ValueError(f"{path}: expected a dict of tensors, got {type(state).__name__}")
-    return dict(state)
-
-
 def motion_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The motion-module entries of a checkpoint, with any ``module.`` prefix removed."""
     out = {}
@@ -122,7 +105,11 @@ def motion_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tens
 
 def load_motion_modules(denoising_unet: nn.Module, path: str | Path) -> None:
     """Load AnimateDiff (``mm_sd_v15_v2.ckpt``) or V-Express ``motion_module.bin`` weights into the motion modules."""
-    weights = motion_state_dict(read_weights(path))
+    from model.checkpoints import read_state_dict
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: weights file not found")
+    weights = motion_state_dict(read_state_dict(path))
     own_motion = {k for k in denoising_unet.state_dict() if MOTION in k}
     if not weights:
         raise WeightsMismatchError(f"{path}: no '{MOTION}' keys in this file")
