@@ -125,7 +125,7 @@ def test_evaluation_cli_with_every_form(layout, form):
     from mlflow.tracking import MlflowClient
 
     from evaluation.run import main
-    from training.synthetic_shards import write_synthetic_shards
+    from tests.synthetic_shards import write_synthetic_shards
     from training.tracking import Tracker
 
     root, cfg, _ = layout
