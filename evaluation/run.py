@@ -174,13 +174,11 @@ def run_evaluation(cfg, generate_fn: GenerateFn, *, checkpoint: str | None = Non
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    from infra.cli import Parser
+    from infra.cli import Parser, add_checkpoint_arguments
 
     ap = Parser("python -m evaluation.run", description=__doc__.split("\n\n")[0],
                 sections=("eval", "inference", "model", "tracking"))
-    ap.add_argument("--config", default=None, help="preset name or YAML path (default: the config saved beside "
-                    "--checkpoint, else tiny/stage3; sd15/stage3 for an official five-file folder)")
-    ap.add_argument("--checkpoint", default=None, help="stage output, step, export or official five-file folder")
+    add_checkpoint_arguments(ap)
     ap.add_argument("--test-set", action="append", default=[],
                     help="shard output folder or folder of videos, optionally name=path; repeatable")
     ap.add_argument("overrides", nargs="*", help="dot-list overrides, e.g. eval.fid_dims=64")

@@ -82,3 +82,12 @@ def config_epilog(sections: tuple[str, ...]) -> str:
 
 def override_help(example: str) -> str:
     return f"dot-list overrides, e.g. {example}"
+
+
+def add_checkpoint_arguments(ap: argparse.ArgumentParser, checkpoint_default: str = "") -> None:
+    """``--config`` and ``--checkpoint`` as every command that runs a trained model reads them
+    (``infra.config_tree.load_for_checkpoint``)."""
+    ap.add_argument("--config", default=None, help="preset name (tiny/stage3) or YAML path (default: the config "
+                    "saved beside --checkpoint, else tiny/stage3; sd15/stage3 for an official five-file folder)")
+    ap.add_argument("--checkpoint", default=None, help="stage output, step, export or official five-file folder"
+                    + (f" (default: {checkpoint_default})" if checkpoint_default else ""))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from infra.cli import Parser, run_cli
+from infra.cli import Parser, add_checkpoint_arguments, run_cli
 from infra.config_tree import load_for_checkpoint
 from model.generate import generate
 
@@ -27,10 +27,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     src.add_argument("--kps", help="V-Kps sequence (.npy/.json/.pt (frames, >=3, 2) pixels)")
     src.add_argument("--driving-video", help="video whose face keypoints drive the head pose")
     ap.add_argument("--output", required=True, help="output .mp4")
-    ap.add_argument("--config", default=None, help="preset name (tiny/stage3) or YAML path (default: the config "
-                    "saved beside --checkpoint, else tiny/stage3; sd15/stage3 for an official five-file folder)")
-    ap.add_argument("--checkpoint", default=None, help="stage output, step, export or official five-file folder "
-                    "(default: model.pretrained.vexpress)")
+    add_checkpoint_arguments(ap, checkpoint_default="model.pretrained.vexpress")
     ap.add_argument("overrides", nargs="*", help="dot-list overrides, e.g. inference.num_inference_steps=10")
     return ap.parse_args(argv)
 
