@@ -186,11 +186,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
-    from infra.cli import run_cli
+    from infra.cli import logged_main
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args = parse_args(argv)
-    return run_cli("evaluation", lambda: _run(args))
+    return logged_main("evaluation", parse_args, _run, argv)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -9,11 +9,12 @@ keeps its traceback. ``VEXPRESS_TRACEBACK=1`` shows the traceback of user errors
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import re
 import sys
 from collections.abc import Callable
-from typing import NoReturn
+from typing import Any, NoReturn
 
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError)
 EXIT_USER_ERROR = 2
@@ -91,3 +92,11 @@ def add_checkpoint_arguments(ap: argparse.ArgumentParser, checkpoint_default: st
                     "saved beside --checkpoint, else tiny/stage3; sd15/stage3 for an official five-file folder)")
     ap.add_argument("--checkpoint", default=None, help="stage output, step, export or official five-file folder"
                     + (f" (default: {checkpoint_default})" if checkpoint_default else ""))
+
+
+def logged_main(prog: str, parse_args: Callable[[Any], argparse.Namespace], run: Callable[[argparse.Namespace], int],
+                argv: Any = None) -> int:
+    """Parse ``argv``, log at INFO, run: the body of the commands that run a trained model."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    return run_cli(prog, lambda: run(args))

@@ -11,9 +11,8 @@ the video holds: ``model/generate.py``.
 from __future__ import annotations
 
 import argparse
-import logging
 
-from infra.cli import Parser, add_checkpoint_arguments, run_cli
+from infra.cli import Parser, add_checkpoint_arguments, logged_main
 from infra.config_tree import load_for_checkpoint
 from model.generate import generate
 
@@ -33,9 +32,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args = parse_args(argv)
-    return run_cli("generate", lambda: _run(args))
+    return logged_main("generate", parse_args, _run, argv)
 
 
 def _run(args: argparse.Namespace) -> int:
