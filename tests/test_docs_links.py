@@ -9,8 +9,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 PAGES = [REPO / "README.md", REPO / "DATA.md", *sorted((REPO / "docs").rglob("*.md"))]
-TOP = ("benchmarks/", "configs/", "docs/", "evaluation/", "infra/", "model/", "preprocessing/", "requirements/",
-       "scripts/", "tests/", "training/")
+TOP = ("benchmarks/", "configs/", "docs/", "evaluation/", "infra/", "model/", "perception/", "preprocessing/",
+       "requirements/", "scripts/", "tests/", "training/")
 ROOT_FILES = ("Makefile", "README.md", "DATA.md", "pyproject.toml")
 # Linked from README.md and written from a demo run's validation strip; not in the repository until then.
 NOT_YET_COMMITTED = {"docs/images/demo-strip.png"}
