@@ -217,6 +217,7 @@ def log_evaluation_run(cfg: Any, checkpoint: str | Path | None, params: dict[str
     from mlflow.tracking import MlflowClient
     from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
+    from evaluation.report import numeric_metrics
     from model.checkpoint_paths import resolve_checkpoint
 
     resolved = resolve_checkpoint(checkpoint) if checkpoint else None
@@ -247,7 +248,7 @@ def log_evaluation_run(cfg: Any, checkpoint: str | Path | None, params: dict[str
         for i in range(0, len(items), 100):
             client.log_batch(run_id, params=items[i:i + 100])
         now = int(time.time() * 1000)
-        metrics = [Metric(f"{d}/{k}", float(v), now, 0) for d, m in results.items() for k, v in m.items()]
+        metrics = [Metric(k, v, now, 0) for d, m in results.items() for k, v in numeric_metrics(d, m).items()]
         for i in range(0, len(metrics), 500):
             client.log_batch(run_id, metrics=metrics[i:i + 500])
         for path in artifacts:
