@@ -22,8 +22,8 @@ import numpy as np
 
 SAMPLE_RATE = 16000
 VECTORS_PER_FRAME = 2
-# Long audio is encoded in chunks so memory does not grow with its length (wav2vec2-base needs ~16 MB per
-# audio-second in one forward): CHUNK_SECONDS of output per forward, each seeing CONTEXT_SECONDS more on both sides.
+# Long audio is encoded in chunks so memory does not grow with its length (one wav2vec2 forward's activations grow
+# with it): CHUNK_SECONDS of output per forward, each seeing CONTEXT_SECONDS more on both sides.
 CHUNK_SECONDS = 20.0
 CONTEXT_SECONDS = 2.0
 W2V_HOP = 320  # input samples per wav2vec2 vector (the conv front-end's total stride)
