@@ -1,7 +1,7 @@
 """The three measurements of ``benchmarks/gpu_check.py``: numerics, training, inference.
 
 Each builds what it measures with the project's own code (``model.build``, ``training.engine`` through
-``benchmarks/bench_training.build_training_step``, ``model.pipeline``) from the configs in ``configs/``, with
+``benchmarks/training_step.build_training_step``, ``model.pipeline``) from the configs in ``configs/``, with
 random weights. Every item (one setting) runs through :func:`run_item`, which leaves a row whatever happens:
 measured, skipped (budget), out of memory, or failed (traceback in the log).
 """
@@ -220,7 +220,7 @@ def training(ctx: Context) -> None:
 
 
 def _train(ctx: Context, stage: int, ckpt: bool) -> dict[str, Any]:
-    from benchmarks.bench_training import build_training_step
+    from benchmarks.training_step import build_training_step
 
     s = ctx.sizes
     t0 = time.perf_counter()
