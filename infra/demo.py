@@ -156,7 +156,7 @@ def build_steps(out: Path, overrides: list[str] = ()) -> list[Step]:
         py, "-m", "evaluation.run", "--config", stage3,
         "--checkpoint", str(latest_export(runs / "stage3")), "--test-set", f"holdout={out / 'test_shards'}", *vae,
         f"eval.output_dir={out / 'eval'}", f"eval.tracking_uri=sqlite:///{out / 'mlflow.db'}",
-        "eval.experiment=vexpress-demo", "eval.allow_rank_deficient=true", "eval.fid_dims=64", "eval.max_videos=1",
+        "eval.experiment=vexpress-demo", "eval.allow_rank_deficient=true", "eval.fid_dims=64", "eval.max_videos=1", "eval.max_frames=50",
         "eval.sweep_videos=0", *overrides]))
     return steps
 
