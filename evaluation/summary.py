@@ -149,10 +149,13 @@ def summarize_demo(cfg: Any, checkpoint: str, test_shards: str, generated: np.nd
     from model.inference_config import sampling_kwargs
     from model.pipeline_loading import load_pipeline
     from preprocessing.face_id import SFaceEmbedder
-    from preprocessing.faces import make_face_backend
     from preprocessing.loudness import mouth_opening
 
-    backend = backend or make_face_backend(cfg.eval.face_backend)
+    if backend is None:  # the detector evaluation would use on this test set (its recorded one by default)
+        from evaluation.faces import face_setup
+        from evaluation.testset import recorded_face_backend
+
+        backend = face_setup(cfg.eval, *recorded_face_backend(test_shards), with_embedder=False).backend
     embedder = embedder or SFaceEmbedder()
     clip = heldout_clip(test_shards)
     n = min(len(generated), len(clip["frames"]))
