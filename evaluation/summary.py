@@ -152,7 +152,10 @@ def summarize_demo(cfg: Any, checkpoint: str, test_shards: str, generated: np.nd
     from perception.face_id import SFaceEmbedder
     from preprocessing.loudness import mouth_opening
 
-    backend = backend or face_setup(cfg.eval, None, with_embedder=False).backend
+    if backend is None:  # the detector evaluation would use on this test set (its recorded one by default)
+        from evaluation.testset import recorded_face_backend
+
+        backend = face_setup(cfg.eval, *recorded_face_backend(test_shards), with_embedder=False).backend
     embedder = embedder or SFaceEmbedder()
     clip = heldout_clip(test_shards)
     n = min(len(generated), len(clip["frames"]))

@@ -159,7 +159,8 @@ def build_steps(out: Path, overrides: list[str] = ()) -> list[Step]:
     steps.append(Step("evaluation", lambda: [
         py, "-m", "evaluation.run", "--config", stage3,
         "--checkpoint", str(latest_export(runs / "stage3")), "--test-set", f"holdout={out / 'test_shards'}", *vae,
-        f"eval.output_dir={out / 'eval'}", *tracking, "eval.allow_rank_deficient=true", "eval.fid_dims=64", "eval.max_videos=1",
+        f"eval.output_dir={out / 'eval'}", *tracking, "eval.allow_rank_deficient=true", "eval.fid_dims=64",
+        "eval.max_videos=1", "eval.max_frames=50",
         "eval.sweep_videos=0", *overrides]))
     return steps
 

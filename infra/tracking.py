@@ -34,12 +34,12 @@ PARENT_TAG = "vexpress.parent"
 KIND_TAG = "vexpress.kind"  # parent | training | evaluation
 TRAINING_SECTIONS = ("train", "data", "model")
 EVALUATION_SECTIONS = ("eval", "inference")
-DEFAULT_DESCRIPTION = (
-    "V-Express talking-head training and evaluation. One parent run per training root (tracking.parent_run); "
-    "its children are the stage runs (stage1, stage2, stage3: params = the train, data and model sections, "
-    "metrics loss, loss_mouth, lr, grad_norm, samples_per_s and system/*, artifacts config.yaml, weights/, "
-    "validation/) and the evaluation runs (eval stage<N> step-<S>: metrics <dataset>/<metric>, artifacts "
-    "table1.txt, metrics.json, per_video.csv). Tags mlflow.source.git.commit name the code that ran.")
+DEFAULT_DESCRIPTION = (  # Markdown: the UI renders it (code spans keep the <placeholders>)
+    "V-Express talking-head training and evaluation. One parent run per training root (`tracking.parent_run`); "
+    "its children are the stage runs (`stage1`, `stage2`, `stage3`: params = the train, data and model sections, "
+    "metrics loss, loss_mouth, lr, grad_norm, samples_per_s and `system/*`, artifacts config.yaml, weights/, "
+    "validation/) and the evaluation runs (`eval stage<N> step-<S>`: metrics `<dataset>/<metric>`, artifacts "
+    "table1.txt, metrics.json, per_video.csv). The tag `mlflow.source.git.commit` names the code that ran.")
 UI_PORT = 5000
 
 

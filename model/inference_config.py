@@ -1,4 +1,4 @@
-"""Inference configuration (``python -m model.generate``) and its speed presets.
+"""Inference configuration (``python -m infra.generate``) and its speed presets.
 
 ``inference.preset`` picks a named set of sampling settings (:data:`PRESETS`); any field given in a YAML file
 or on the command line still wins over the preset's value (``infra.config.load_config`` layers it right after

@@ -1,8 +1,8 @@
 """The official release's state-dict manifest: for each of the five checkpoint files, its ordered keys and shapes.
 
 It is data shipped with the package (``model/data/``), built from the official modules on the meta device, with no
-weights; docs/official-architecture.md describes what the files hold. ``python -m model.checkpoints verify
---manifest`` and the key-compatibility tests compare our modules with it.
+weights; docs/official-architecture.md describes what the files hold. ``python -m infra.verify --manifest`` and
+the key-compatibility tests compare our modules with it.
 """
 
 from __future__ import annotations

@@ -12,8 +12,6 @@ PAGES = [REPO / "README.md", REPO / "DATA.md", *sorted((REPO / "docs").rglob("*.
 TOP = ("benchmarks/", "configs/", "docs/", "evaluation/", "infra/", "model/", "perception/", "preprocessing/",
        "requirements/", "scripts/", "tests/", "training/")
 ROOT_FILES = ("Makefile", "README.md", "DATA.md", "pyproject.toml")
-# Linked from README.md and written from a demo run's validation strip; not in the repository until then.
-NOT_YET_COMMITTED = {"docs/images/demo-strip.png"}
 LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
 INLINE_CODE = re.compile(r"`([^`\n]+)`")
 PLACEHOLDER = re.compile(r"[<>*…$|]|\.\.\.|XXX|step-N")
@@ -47,10 +45,10 @@ def missing_targets(page: Path) -> list[str]:
         if re.match(r"^[a-z]+:", target) or target.startswith("#"):
             continue  # a URL or an anchor on the same page
         path = (page.parent / target.split("#", 1)[0]).resolve()
-        if not path.exists() and str(path.relative_to(REPO)) not in NOT_YET_COMMITTED:
+        if not path.exists():
             out.append(f"link {target}")
     for token in code_paths(text):
-        if not (REPO / token).exists() and token not in NOT_YET_COMMITTED:
+        if not (REPO / token).exists():
             out.append(f"path {token}")
     return out
 
