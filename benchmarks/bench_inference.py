@@ -136,11 +136,11 @@ def sd15_frame_eval_seconds() -> float:
     from model.build import build_modules
 
     torch.set_num_threads(2)
-    cfg = load("sd15/stage3", ["model.pretrained.sd15=", "model.pretrained.vae=", "model.pretrained.motion_module="])
-    modules = build_modules(cfg.model, pretrained=False).eval()
+    cfg = load("sd15/stage3")
+    modules = build_modules(cfg.model, pretrained=False).eval()  # random weights: only the cost is measured
     f, lat = 4, cfg.model.latent_size
     with torch.no_grad():
-        ref = modules.reference_net(torch.randn(1, 4, lat, lat), timestep=0)
+        ref = modules.reference_net(torch.randn(2, 4, lat, lat), timestep=0)  # one per CFG branch
         x = torch.randn(2, 4, f, lat, lat)
         audio = torch.randn(2, f, cfg.model.audio_num_queries, cfg.model.cross_attention_dim)
         start = time.perf_counter()
@@ -182,12 +182,12 @@ def main() -> None:
     frames = 25 if args.quick else args.frames
     out_dir = Path("runs") / "bench_inference"
     out_dir.mkdir(parents=True, exist_ok=True)
+    sd15 = sd15_frame_eval_seconds() if args.sd15 else None  # first: a broken sd15 setup fails in seconds
     jobs = [(name, fields, demo, frames, out_dir / f"{i}.npy") for i, (name, fields) in enumerate(todo.items())]
     with mp.get_context("spawn").Pool(1, maxtasksperchild=1) as pool:
         results = pool.map(run_row, jobs, chunksize=1)
     videos = {r["name"]: np.load(job[4]) for r, job in zip(results, jobs)}
     qualities = quality(demo, videos) if demo is not None else {}
-    sd15 = sd15_frame_eval_seconds() if args.sd15 else None
     print(f"model: {'trained demo model in ' + str(demo) if demo else 'tiny preset, random weights (cost only)'}; "
           f"{frames} frames")
     print(format_table(results, qualities, sd15))
