@@ -49,8 +49,6 @@ class EvalConfig:
     sweep_videos: int = 1  # videos used for the audio-attention-weight sweep plot (0 = no sweep)
     device: str = "cpu"  # feature networks (Inception, I3D, SyncNet)
     batch_size: int = 16
-    experiment: str = "vexpress-eval"
-    tracking_uri: str = ""  # empty -> sqlite:///<output_dir>/mlflow.db
     method_name: str = "V-Express (ours)"
 
     def __post_init__(self) -> None:

@@ -219,19 +219,3 @@ def numeric_metrics(dataset: str, metrics: dict[str, Any]) -> dict[str, float]:
     strings (protocol, backends, errors) stay in metrics.json and the params."""
     return {f"{dataset}/{k}": float(v) for k, v in metrics.items()
             if isinstance(v, (bool, np.bool_, int, float, np.integer, np.floating))}
-
-
-def log_to_mlflow(tracking_uri: str, experiment: str, run_name: str, params: dict[str, str],
-                  results: dict[str, dict[str, float]], tags: dict[str, str], artifacts: list[Path]) -> str:
-    import mlflow
-
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_experiment(experiment)
-    with mlflow.start_run(run_name=run_name) as run:
-        mlflow.set_tags(tags)
-        mlflow.log_params(params)
-        for dataset, metrics in results.items():
-            mlflow.log_metrics(numeric_metrics(dataset, metrics))
-        for a in artifacts:
-            mlflow.log_artifact(str(a))
-        return run.info.run_id

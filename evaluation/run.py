@@ -1,17 +1,20 @@
 """``python -m evaluation.run``: generate every test video from its own reference frame, audio and V-Kps,
 score it against the ground truth, and log the results to MLflow.
 
-    python -m evaluation.run --config tiny/stage3 --checkpoint runs/tiny/stage3/final \\
-        --test-set hdtf=shards/hdtf_test,avspeech=/data/avspeech_test [eval.fid_dims=64 ...]
+    python -m evaluation.run --checkpoint runs/tiny/stage3 \\
+        --test-set hdtf=shards/hdtf_test,avspeech=/data/avspeech_test [--config tiny/stage3] [eval.fid_dims=64 ...]
 
 Per test video: reference image = ground-truth frame ``eval.reference_frame``; V-Kps = the video's own
 keypoint sequence (eyes + nose) scaled to the model resolution; audio = the video's own track. Frames, clips
 and thresholds of every metric follow ``eval.protocol`` (``evaluation/protocols.py``). Outputs in
 ``eval.output_dir``: ``per_video.csv``, ``metrics.json`` (strict JSON: nan is null), ``table1.txt``,
-``distributions.png``, ``audio_weight_sweep.png``, all logged to an MLflow run (tracking URI
-``eval.tracking_uri``, default ``sqlite:///<output_dir>/mlflow.db``). Runs that used any random-weight
-feature network carry the tag ``random_weights=true`` and ``random_weight_networks=<names>``, and
-table1.txt and every plot title say so.
+``distributions.png``, ``audio_weight_sweep.png``, all logged to an MLflow run nested under the training's parent
+run, in the training's store and experiment (``infra.tracking.log_evaluation_run``; the ``tracking`` section).
+Runs that used any random-weight feature network carry the tag ``random_weights=true`` and
+``random_weight_networks=<names>``, and table1.txt and every plot title say so.
+
+``--checkpoint`` takes any form ``model.checkpoint_paths`` resolves (a stage output folder, a step folder, an
+export folder, an official five-file folder); the config is the one saved beside it unless ``--config`` is given.
 """
 
 from __future__ import annotations
@@ -164,15 +167,20 @@ def run_evaluation(cfg, generate_fn: GenerateFn, *, checkpoint: str | None = Non
     params.update(report.flatten_params("inference", cfg.inference))
     params["checkpoint"] = str(checkpoint or "")
     params["config"] = config_name
-    uri = ev.tracking_uri or f"sqlite:///{out.resolve()}/mlflow.db"
-    run_id = report.log_to_mlflow(uri, ev.experiment, f"eval {config_name}".strip(), params, results, tags, artifacts)
+    from infra.tracking import log_evaluation_run
+
+    run_id = log_evaluation_run(cfg, checkpoint, params, results, tags, artifacts)
     return EvalRun(results, rows, table, run_id, out, evaluator.random_weights)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="python -m evaluation.run", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--config", default="tiny/stage3", help="preset name or YAML path")
-    ap.add_argument("--checkpoint", default=None, help="checkpoint folder (ours or the official five files)")
+    from infra.cli import Parser
+
+    ap = Parser("python -m evaluation.run", description=__doc__.split("\n\n")[0],
+                sections=("eval", "inference", "model", "tracking"))
+    ap.add_argument("--config", default=None, help="preset name or YAML path (default: the config saved beside "
+                    "--checkpoint, else tiny/stage3; sd15/stage3 for an official five-file folder)")
+    ap.add_argument("--checkpoint", default=None, help="stage output, step, export or official five-file folder")
     ap.add_argument("--test-set", action="append", default=[],
                     help="shard output folder or folder of videos, optionally name=path; repeatable")
     ap.add_argument("overrides", nargs="*", help="dot-list overrides, e.g. eval.fid_dims=64")
@@ -188,14 +196,14 @@ def main(argv=None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from infra.config_tree import load
+    from infra.config_tree import load_for_checkpoint
 
     overrides = list(args.overrides)
     if args.test_set:
         overrides.append(f"eval.test_set={','.join(args.test_set)}")
-    cfg = load(args.config, overrides)
+    cfg, config_name = load_for_checkpoint(args.config, args.checkpoint, overrides)
     result = run_evaluation(cfg, pipeline_generate_fn(cfg, args.checkpoint), checkpoint=args.checkpoint,
-                            config_name=args.config)
+                            config_name=config_name)
     print(result.table)
     if result.random_weights:
         print(f"\nNOTE: random-weight feature networks: {', '.join(result.random_weights)} "

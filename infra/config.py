@@ -15,6 +15,8 @@ than ``lr``.
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,6 +25,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 CONFIG_ROOT = Path(__file__).resolve().parent.parent / "configs"
 
@@ -65,18 +68,30 @@ def load_config(
     cls: type[T],
     yaml_paths: Sequence[str | Path] | str | Path | None = None,
     overrides: Sequence[str] | None = None,
+    saved: str | Path | None = None,
 ) -> T:
-    """Build ``cls`` from its defaults, then YAML file(s), then ``key.sub=value`` overrides."""
+    """Build ``cls`` from its defaults, then ``saved``, then YAML file(s), then ``key.sub=value`` overrides.
+
+    ``saved`` is a config written by :func:`save_config` (e.g. beside a checkpoint): only its values that differ
+    from its presets' are applied as explicit, so ``inference.preset=fast`` on the command line still changes the
+    sampling settings the saved run took from its preset. Unknown keys fail naming the key and the nearest valid
+    one."""
     if isinstance(yaml_paths, (str, Path)):
         yaml_paths = [yaml_paths]
     schema = OmegaConf.structured(cls)
+    keys = valid_keys(schema)
     layers: list[Any] = []
+    if saved is not None:
+        layers.extend(_explicit_changes(schema, _without_unknown(_read_yaml_chain(Path(saved)), keys, saved)))
     for y in yaml_paths or []:
-        layers.extend(_read_yaml_chain(resolve_config_path(y)))
+        path = resolve_config_path(y)
+        layers.extend(_checked(_read_yaml_chain(path), keys, str(path)))
     if overrides:
         bad = [o for o in overrides if "=" not in o]
         if bad:
-            raise ConfigError(f"overrides must look like key.sub=value, got {bad}")
+            raise ConfigError(f"{bad[0]}: an override looks like key.sub=value (e.g. train.lr=1e-5)")
+        for o in overrides:
+            check_key(o.split("=", 1)[0].strip(), keys)
         layers.append(OmegaConf.from_dotlist(list(overrides)))
     try:
         merged = OmegaConf.merge(schema, *layers)
@@ -87,6 +102,111 @@ def load_config(
         key = getattr(exc, "full_key", None) or "config"
         raise ConfigError(f"{key}: {str(exc).splitlines()[0]}") from exc
     return to_object(merged)
+
+
+# ------------------------------------------------------------------------------------------ key checks
+def valid_keys(schema: Any) -> tuple[set[str], set[str]]:
+    """(every dotted key of the schema, sections and leaves; the keys of free-form mappings such as
+    ``tracking.tags``, below which any key is valid)."""
+    keys: set[str] = set()
+    free: set[str] = set()
+
+    def walk(node: Any, prefix: str) -> None:
+        for k in node:
+            child = node._get_node(k)
+            key = f"{prefix}{k}"
+            keys.add(key)
+            if OmegaConf.is_dict(child):
+                if dataclasses.is_dataclass(OmegaConf.get_type(child)):
+                    walk(child, key + ".")
+                else:
+                    free.add(key)
+
+    walk(schema, "")
+    return keys, free
+
+
+def nearest_key(key: str, keys: set[str]) -> str:
+    """The valid key most like ``key``: same last name first (``crop_size`` -> ``preprocess.crop_size``), then
+    the closest spelling, preferring ``key``'s own section."""
+    leaf = key.rsplit(".", 1)[-1]
+    same_leaf = sorted(k for k in keys if k.rsplit(".", 1)[-1] == leaf)
+    if same_leaf:
+        return same_leaf[0]
+    section = key.split(".", 1)[0] + "."
+    pool = sorted(k for k in keys if k.startswith(section)) or sorted(keys)
+    return max(pool, key=lambda k: (difflib.SequenceMatcher(None, key, k).ratio(),
+                                    difflib.SequenceMatcher(None, leaf, k.rsplit(".", 1)[-1]).ratio()))
+
+
+def check_key(key: str, valid: tuple[set[str], set[str]], where: str = "") -> None:
+    """Raise ``ConfigError("<key>: no such config key; did you mean <nearest>?")`` for an unknown key."""
+    keys, free = valid
+    bare = key.split("[", 1)[0]
+    if bare in keys or any(bare.startswith(f + ".") for f in free):
+        return
+    place = f"{where}: " if where else ""
+    raise ConfigError(f"{place}{key}: no such config key; did you mean {nearest_key(bare, keys)}? "
+                      "(every key and its default: vexpress print-config)")
+
+
+def _flat_keys(node: Any, prefix: str = "") -> list[str]:
+    out = []
+    if not OmegaConf.is_dict(node):
+        return out
+    for k in node:
+        key = f"{prefix}{k}"
+        child = node._get_node(k)
+        out.extend(_flat_keys(child, key + ".") if OmegaConf.is_dict(child) else [key])
+        if OmegaConf.is_dict(child) and len(child) == 0:
+            out.append(key)
+    return out
+
+
+def _checked(nodes: list[Any], valid: tuple[set[str], set[str]], where: str) -> list[Any]:
+    for node in nodes:
+        for key in _flat_keys(node):
+            check_key(key, valid, where)
+    return nodes
+
+
+def _without_unknown(nodes: list[Any], valid: tuple[set[str], set[str]], where: str | Path) -> list[Any]:
+    """A saved config written by another version of the code: keys it no longer has are dropped, with a warning."""
+    dropped = []
+    for node in nodes:
+        for key in _flat_keys(node):
+            try:
+                check_key(key, valid)
+            except ConfigError:
+                parent, _, leaf = key.rpartition(".")
+                owner = OmegaConf.select(node, parent) if parent else node
+                if OmegaConf.is_dict(owner) and leaf in owner:
+                    del owner[leaf]
+                    dropped.append(key)
+    if dropped:
+        log.warning("%s: ignoring keys this version does not have: %s", where, ", ".join(dropped))
+    return nodes
+
+
+def _explicit_changes(schema: Any, nodes: list[Any]) -> list[Any]:
+    """A saved config without the values its presets gave it (see :func:`load_config`)."""
+    saved = OmegaConf.merge(*nodes) if nodes else OmegaConf.create({})
+    try:
+        presets = _preset_layers(OmegaConf.merge(schema, saved))
+    except OmegaConfBaseException:
+        return [saved]  # load_config reports the problem with the key
+    if not presets:
+        return [saved]
+    implied = OmegaConf.merge(schema, *presets)
+    for layer in presets:
+        for section in layer:
+            node = saved.get(section)
+            if not OmegaConf.is_dict(node):
+                continue
+            for k in list(layer[section]):
+                if k in node and node[k] == implied[section][k]:
+                    del node[k]
+    return [saved]
 
 
 def _preset_layers(merged: Any) -> list[Any]:

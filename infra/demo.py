@@ -64,6 +64,7 @@ def _run_step(step: Step, out: Path, timings: dict[str, float]) -> None:
 
 
 HOLDOUT = "good_astronaut_mirror_espeak3.mp4"  # a clip no stage trains on: inference + evaluation use it
+DEMO_EXPERIMENT = "vexpress-demo"
 PRESET = "configs/cpu"  # the CPU preset: 64 px, a VAE fitted to the crops, log-mel audio (configs/cpu/*.yaml)
 
 
@@ -96,16 +97,19 @@ def export_holdout_inputs(out: Path) -> None:
 
 
 def latest_export(stage_dir: Path) -> Path:
-    latest = stage_dir / "checkpoints" / "latest"
-    if not latest.is_file():
-        raise SystemExit(f"demo: {stage_dir} has no checkpoints/latest; rerun to resume training")
-    return stage_dir / "checkpoints" / latest.read_text().strip() / "export"
+    """The stage's latest exported weights (``model.checkpoint_paths``, as every ``--checkpoint`` resolves)."""
+    from model.checkpoint_paths import resolve_checkpoint
+
+    try:
+        return resolve_checkpoint(stage_dir).weights
+    except OSError as exc:
+        raise SystemExit(f"demo: {exc}; rerun to resume training") from exc
 
 
 def build_steps(out: Path, overrides: list[str] = ()) -> list[Step]:
     py = sys.executable
     raw, runs = out / "raw", out / "runs"
-    tracking = [f"tracking.tracking_uri=sqlite:///{out / 'mlflow.db'}", "tracking.experiment=vexpress-demo",
+    tracking = [f"tracking.tracking_uri=sqlite:///{out / 'mlflow.db'}", f"tracking.experiment={DEMO_EXPERIMENT}",
                 "tracking.parent_run=demo"]
     vae = [f"model.pretrained.vae={runs / 'vae' / 'vae'}"]
     launcher = [str(Path(py).parent / "deepspeed"), "--num_gpus", "2", "--master_addr", "127.0.0.1"]
@@ -155,8 +159,8 @@ def build_steps(out: Path, overrides: list[str] = ()) -> list[Step]:
     steps.append(Step("evaluation", lambda: [
         py, "-m", "evaluation.run", "--config", stage3,
         "--checkpoint", str(latest_export(runs / "stage3")), "--test-set", f"holdout={out / 'test_shards'}", *vae,
-        f"eval.output_dir={out / 'eval'}", f"eval.tracking_uri=sqlite:///{out / 'mlflow.db'}",
-        "eval.experiment=vexpress-demo", "eval.allow_rank_deficient=true", "eval.fid_dims=64", "eval.max_videos=1", "eval.max_frames=50",
+        f"eval.output_dir={out / 'eval'}", *tracking, "eval.allow_rank_deficient=true", "eval.fid_dims=64",
+        "eval.max_videos=1", "eval.max_frames=50",
         "eval.sweep_videos=0", *overrides]))
     return steps
 
@@ -212,7 +216,18 @@ def main(argv: list[str] | None = None) -> None:
     print(f"video:    {out / 'generated.mp4'} (validation strips: {out / 'runs' / 'stage3' / 'validation'})")
     print(f"summary:  {out / 'summary.json'}")
     print(f"metrics:  {out / 'eval' / 'table1.txt'}")
-    print(f"MLflow:   mlflow ui --backend-store-uri sqlite:///{out / 'mlflow.db'} --host 127.0.0.1")
+    print(f"MLflow:   {mlflow_hint(out)}")
+
+
+def mlflow_hint(out: Path) -> str:
+    """The command that serves the demo's store and the URL of its runs table."""
+    from mlflow.tracking import MlflowClient
+
+    from infra.tracking import ui_hint
+
+    uri = f"sqlite:///{out / 'mlflow.db'}"
+    exp = MlflowClient(tracking_uri=uri).get_experiment_by_name(DEMO_EXPERIMENT)
+    return ui_hint(uri, exp.experiment_id if exp else "0").removeprefix("MLflow runs: ")
 
 
 if __name__ == "__main__":

@@ -20,12 +20,14 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    from infra.cli import Parser
+
+    p = Parser("infra/preprocess.py", description=__doc__.split("\n\n")[0], sections=("preprocess",))
     p.add_argument("--input", required=True, help="folder, glob, list file (one path/URL a line) or fsspec URL")
     p.add_argument("--output", required=True, help="output folder (shards/, index.json, rejected.jsonl, work/)")
     p.add_argument("--config", default=None, help="a config preset or YAML whose 'preprocess:' section is used")
     p.add_argument("--address", default=None, help="join a running Ray cluster ('auto' under ray submit)")
-    p.add_argument("overrides", nargs="*", help="dot-list overrides, e.g. preprocess.num_workers=2 (prefix optional)")
+    p.add_argument("overrides", nargs="*", help="dot-list overrides, e.g. preprocess.num_workers=2")
     return p.parse_args(argv)
 
 
@@ -37,11 +39,31 @@ def main(argv: list[str] | None = None) -> int:
     return run_cli("preprocess", lambda: _run(args), user_errors=(OutputInUse,))
 
 
+def _prefixed(overrides: list[str]) -> list[str]:
+    """Full keys (``preprocess.num_workers=2``); a bare key of the preprocess section (``num_workers=2``) is
+    still read as one, with a warning, for command lines written before every command took full keys."""
+    from omegaconf import OmegaConf
+
+    from infra.config import valid_keys
+    from infra.config_tree import VExpressConfig
+
+    keys, _ = valid_keys(OmegaConf.structured(VExpressConfig))
+    out = []
+    for o in overrides:
+        key = o.split("=", 1)[0]
+        if "=" in o and key not in keys and f"preprocess.{key}" in keys:
+            print(f"preprocess: warning: {key}=...: write preprocess.{key}= (bare keys are deprecated)",
+                  file=sys.stderr, flush=True)
+            o = f"preprocess.{o}"
+        out.append(o)
+    return out
+
+
 def _run(args: argparse.Namespace) -> int:
     from infra.config_tree import load
     from preprocessing.pipeline import InfraFailure, run
 
-    overrides = [o if o.startswith("preprocess.") else f"preprocess.{o}" for o in args.overrides]
+    overrides = _prefixed(args.overrides)
     cfg = load(args.config, overrides).preprocess
     try:
         run(args.input, args.output, cfg, address=args.address)

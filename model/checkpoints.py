@@ -10,8 +10,8 @@ shapes) before any weight is copied, so a strict load that fails leaves the modu
 
 CLI::
 
-    python -m model.checkpoints verify --folder runs/sd15/stage3/weights
-    python -m model.checkpoints verify --manifest /work/shared/reference/vexpress_official_state_dicts.json
+    python -m model.checkpoints verify --checkpoint runs/sd15/stage3        # or vexpress verify --checkpoint ...
+    python -m model.checkpoints verify --manifest vexpress_official_state_dicts.json
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from model.checkpoint_paths import CONFIG_NAME
+
 log = logging.getLogger(__name__)
 
 # File stem -> attribute of VExpressModules whose state dict it holds (in official loading order).
@@ -45,7 +47,6 @@ FILE_MODULES: dict[str, str] = {
 FILE_STEMS: tuple[str, ...] = tuple(FILE_MODULES)
 EXTENSIONS: tuple[str, ...] = (".safetensors", ".bin", ".pth", ".pt")
 MOTION_KEY = "motion_module"  # official save_motion_module_checkpoint filter
-CONFIG_NAME = "config.yaml"
 
 Shape = tuple[int, ...]
 
@@ -373,17 +374,38 @@ def _print_reports(reports: dict[str, FileReport]) -> int:
     return matching
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m model.checkpoints", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    verify = sub.add_parser("verify", help="compare checkpoint files (or a manifest) with the model's keys/shapes")
+def add_verify_arguments(verify: argparse.ArgumentParser) -> None:
     source = verify.add_mutually_exclusive_group(required=True)
-    source.add_argument("--folder", type=Path, help="folder with the five checkpoint files")
+    source.add_argument("--checkpoint", "--folder", dest="folder", type=Path, metavar="CHECKPOINT",
+                        help="stage output, step, export or five-file folder (model.checkpoint_paths)")
     source.add_argument("--manifest", type=Path, help="JSON key/shape manifest (no weights needed)")
-    verify.add_argument("--preset", default=None,
-                        help="model preset (configs/<preset>/stage1.yaml) or a config YAML; default: the folder's "
-                             "config.yaml if present, else sd15")
-    args = parser.parse_args(argv)
+    verify.add_argument("--config", "--preset", dest="preset", default=None, metavar="CONFIG",
+                        help="model preset (configs/<preset>/stage1.yaml) or a config YAML; default: the config "
+                             "saved beside the weights if present, else sd15")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from infra.cli import Parser
+
+    parser = Parser("python -m model.checkpoints", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    verify = sub.add_parser("verify", help="compare checkpoint files (or a manifest) with the model's keys/shapes",
+                            sections=("model",))
+    add_verify_arguments(verify)
+    return _run_verify(parser.parse_args(argv))
+
+
+def verify_main(argv: list[str] | None = None) -> int:
+    """``vexpress verify``: the verify subcommand on its own."""
+    from infra.cli import Parser
+
+    parser = Parser("python -m model.checkpoints verify", description="compare checkpoint files (or a manifest) "
+                    "with the model's keys and shapes", sections=("model",))
+    add_verify_arguments(parser)
+    return _run_verify(parser.parse_args(argv))
+
+
+def _run_verify(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     from infra.cli import run_cli
 
@@ -391,6 +413,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    if args.folder is not None:
+        from model.checkpoint_paths import resolve_checkpoint
+
+        try:
+            args.folder = resolve_checkpoint(args.folder).weights
+        except FileNotFoundError:
+            if not args.folder.is_dir():
+                raise
+            # a folder that holds only some of the files: the per-file report below says which are missing
     cfg = _model_config(args.preset, args.folder)
     print(f"model preset: {cfg.preset} (built on the meta device)")
     modules = _meta_modules(cfg)

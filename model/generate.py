@@ -1,8 +1,11 @@
 """``python -m model.generate``: a talking-head mp4 from a reference image, audio and V-Kps / a driving video.
 
     python -m model.generate --reference ref.jpg --audio speech.wav --output out.mp4 \
-        [--kps kps.npy | --driving-video drive.mp4] [--config tiny/stage3] [--checkpoint runs/x/step-000010] \
+        [--kps kps.npy | --driving-video drive.mp4] [--checkpoint runs/tiny/stage3] [--config tiny/stage3] \
         [inference.num_inference_steps=10 inference.retarget_strategy=naive_retarget ...]
+
+``--checkpoint``: a stage output folder (its latest export), a step folder, an export folder or an official
+five-file folder (``model.checkpoint_paths``). The config is the one saved beside it unless ``--config`` is given.
 
 The video has exactly round(audio seconds x fps) frames at ``inference.fps`` (unchanged) and the input audio
 muxed in (h264 + AAC). Without ``--kps``/``--driving-video`` the reference face is held (fix_face with the
@@ -205,9 +208,9 @@ def generate(cfg, reference: str | Path, audio_path: str | Path, output: str | P
     if output.suffix.lower() != ".mp4":
         raise InputError(f"{output}: the output must be an .mp4 file")
     if checkpoint:
-        from model.pipeline_loading import weights_folder
+        from model.checkpoint_paths import resolve_checkpoint
 
-        weights_folder(checkpoint)  # fail before any model work when the folder is wrong
+        log.info("checkpoint: %s", resolve_checkpoint(checkpoint).describe())  # fails before any model work
     image = load_reference_image(reference)
     audio = load_audio(audio_path)
     num_frames = num_output_frames(len(audio), cfg.inference.fps)
@@ -225,16 +228,20 @@ def generate(cfg, reference: str | Path, audio_path: str | Path, output: str | P
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="python -m model.generate", description=__doc__.split("\n\n")[0])
+    from infra.cli import Parser
+
+    ap = Parser("python -m model.generate", description=__doc__.split("\n\n")[0],
+                sections=("inference", "model", "preprocess"))
     ap.add_argument("--reference", required=True, help="reference image (jpg/png/...)")
     ap.add_argument("--audio", required=True, help="audio file (wav/mp3/m4a/..., resampled to 16 kHz mono)")
     src = ap.add_mutually_exclusive_group()
     src.add_argument("--kps", help="V-Kps sequence (.npy/.json/.pt (frames, >=3, 2) pixels)")
     src.add_argument("--driving-video", help="video whose face keypoints drive the head pose")
     ap.add_argument("--output", required=True, help="output .mp4")
-    ap.add_argument("--config", default="tiny/stage3", help="preset name (tiny/stage3) or YAML path")
-    ap.add_argument("--checkpoint", default=None,
-                    help="checkpoint folder (ours or the official five files); default model.pretrained.vexpress")
+    ap.add_argument("--config", default=None, help="preset name (tiny/stage3) or YAML path (default: the config "
+                    "saved beside --checkpoint, else tiny/stage3; sd15/stage3 for an official five-file folder)")
+    ap.add_argument("--checkpoint", default=None, help="stage output, step, export or official five-file folder "
+                    "(default: model.pretrained.vexpress)")
     ap.add_argument("overrides", nargs="*", help="dot-list overrides, e.g. inference.num_inference_steps=10")
     return ap.parse_args(argv)
 
@@ -248,9 +255,9 @@ def main(argv=None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from infra.config_tree import load
+    from infra.config_tree import load_for_checkpoint
 
-    cfg = load(args.config, args.overrides)
+    cfg, _ = load_for_checkpoint(args.config, args.checkpoint, args.overrides)
     print(generate(cfg, args.reference, args.audio, args.output, args.kps, args.driving_video, args.checkpoint))
     return 0
 

@@ -1,8 +1,9 @@
 """Build a :class:`model.pipeline.VExpressPipeline` from the config tree (and a checkpoint folder).
 
 - Modules: ``model.build.build_modules(cfg.model)`` (seeded random init, or SD1.5/AnimateDiff from
-  ``model.pretrained``), then the V-Express weights of ``checkpoint`` (or ``model.pretrained.vexpress``):
-  an official five-file folder or one of ours, through ``model.checkpoints``.
+  ``model.pretrained``), then the V-Express weights of ``checkpoint`` (or ``model.pretrained.vexpress``): any
+  form ``model.checkpoint_paths`` resolves (stage output, step, export or official five-file folder), read by
+  ``model.checkpoints``.
 - VAE: ``model.build.build_vae`` (``model.pretrained.vae`` / ``<sd15>/vae``, else a small random one).
 - Audio encoder: ``preprocessing.audio.AudioEncoder`` on ``model.pretrained.audio_encoder`` (else
   ``preprocess.audio_encoder_path``). The tiny preset without a path gets a tiny random Wav2Vec2 saved once
@@ -77,18 +78,11 @@ def make_audio_encoder(cfg, device: str = "cpu"):
     return encoder
 
 
-def weights_folder(folder: str | Path) -> Path:
-    """The folder holding the five files: ``folder`` itself or its ``weights/`` subfolder."""
-    from model.checkpoints import find_checkpoint_file
+def weights_folder(checkpoint: str | Path) -> Path:
+    """The folder holding the five files of any ``--checkpoint`` form (``model.checkpoint_paths``)."""
+    from model.checkpoint_paths import resolve_checkpoint
 
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{folder}: checkpoint folder not found")
-    for candidate in (folder, folder / "weights"):
-        if candidate.is_dir() and find_checkpoint_file(candidate, "denoising_unet") is not None:
-            return candidate
-    raise FileNotFoundError(f"{folder}: no V-Express weights (denoising_unet.safetensors/.bin/.pth) here "
-                            "or in its weights/ subfolder")
+    return resolve_checkpoint(checkpoint).weights
 
 
 def load_vexpress_weights(modules, folder: str | Path) -> None:

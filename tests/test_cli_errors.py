@@ -37,6 +37,7 @@ def _verify(argv):
 
 CASES = {
     "training-config": (_training, ["--config", "tiny/stage1", "train.lr=-1"], "training", "train.lr"),
+    "training-key": (_training, ["--config", "tiny/stage1", "train.lrr=1"], "training", "did you mean train.lr?"),
     "training-preset": (_training, ["--config", "tiny/stage9"], "training", "tiny/stage9"),
     "preprocess-config": (_preprocess, ["--input", "{tmp}", "--output", "{tmp}/out", "crop_size=7"], "preprocess",
                           "preprocess.crop_size"),

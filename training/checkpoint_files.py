@@ -22,9 +22,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from model.checkpoint_paths import LATEST  # the layout's names live with the checkpoint resolver
+
 log = logging.getLogger(__name__)
 MANIFEST = "checkpoint.json"
-LATEST = "latest"
 _STEP = re.compile(r"^step-(\d+)$")
 
 

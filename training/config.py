@@ -1,10 +1,11 @@
-"""Training configuration: data loading, one stage's optimisation, tracking."""
+"""Training configuration: data loading, one stage's optimisation, the VAE fit (tracking: ``infra/tracking.py``)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from infra.config import check
+from infra.tracking import TrackingConfig  # noqa: F401 - shared with evaluation; re-exported here
 
 
 @dataclass
@@ -97,19 +98,6 @@ class TrainConfig:
         check(self.engine in ("deepspeed", "torch"), "train.engine", f"must be deepspeed|torch, got {self.engine!r}")
         check(self.log_every >= 1, "train.log_every", "must be >= 1")
         check(self.validation_frames >= 1, "train.validation_frames", "must be >= 1")
-
-
-@dataclass
-class TrackingConfig:
-    tracking_uri: str = ""  # empty -> sqlite:///<output root>/mlflow.db
-    experiment: str = "vexpress"
-    run_name: str = ""  # child run name; empty -> "stage<N>"
-    parent_run: str = ""  # parent run key (tag vexpress.parent); empty -> name of the output root
-    enabled: bool = True
-    tags: dict[str, str] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        check(bool(self.experiment), "tracking.experiment", "must not be empty")
 
 
 @dataclass

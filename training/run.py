@@ -17,7 +17,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a scri
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__)
+    from infra.cli import Parser
+
+    parser = Parser("training/run.py", description=__doc__, sections=("train", "data", "model", "tracking"))
     parser.add_argument("--config", required=True, help="YAML file or preset name (tiny/stage1)")
     parser.add_argument("--resume", default=None, help="'auto' (latest checkpoint of output_dir) or a step folder")
     parser.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)  # set by the launcher

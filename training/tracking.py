@@ -1,11 +1,12 @@
-"""MLflow tracking: a parent run per experiment, a child run per stage. Rank 0 only.
+"""MLflow tracking of a training stage (rank 0 only): a child run under the training root's parent run.
 
 The parent run is found (or created) by the tag ``vexpress.parent`` = ``tracking.parent_run`` (default: the
 name of the output root, e.g. ``tiny`` for ``runs/tiny/stage1``), so stage I, II and III of one experiment
-land under one parent. The child run id is written to ``<output_dir>/mlflow_run.json`` so ``--resume`` keeps
-logging into the same child run (a new one, with a warning, when that run was deleted or the store no longer
-has it). Default tracking URI: ``sqlite:///<output root>/mlflow.db``, artifacts in
-``<output root>/mlartifacts``; any MLflow server URI works.
+land under one parent, and evaluations of their checkpoints join it (``infra.tracking``). The child run id is
+written to ``<output_dir>/mlflow_run.json`` so ``--resume`` keeps logging into the same child run (a new one,
+with a warning, when that run was deleted or the store no longer has it), and evaluation finds the store and
+parent. Params: the ``train``, ``data`` and ``model`` sections; tags: git commit and source; system metrics
+while the stage runs. Store, experiment and the rest: ``infra/tracking.py``.
 """
 
 from __future__ import annotations
@@ -16,27 +17,37 @@ import time
 from pathlib import Path
 from typing import Any
 
-from infra.config import flatten
+from infra.tracking import (
+    KIND_TAG,
+    PARENT_TAG,
+    TRAINING_SECTIONS,
+    default_tracking_uri,
+    experiment_id,
+    find_parent,
+    output_root,
+    params_of,
+    source_tags,
+    start_system_metrics,
+    ui_hint,
+)
 
 log = logging.getLogger(__name__)
-PARENT_TAG = "vexpress.parent"
-
-
-def output_root(output_dir: str | Path) -> Path:
-    return Path(output_dir).resolve().parent
-
-
-def default_tracking_uri(output_dir: str | Path) -> str:
-    return f"sqlite:///{output_root(output_dir) / 'mlflow.db'}"
+ENTRY_POINT = "training/run.py"
+__all__ = ["PARENT_TAG", "Tracker", "default_tracking_uri", "output_root"]
 
 
 class Tracker:
-    """Thin wrapper over ``MlflowClient``; every method is a no-op when disabled (ranks > 0)."""
+    """Thin wrapper over ``MlflowClient``; every method is a no-op when disabled (ranks > 0).
 
-    def __init__(self, cfg: Any, enabled: bool) -> None:
-        self.cfg, self.enabled = cfg, enabled and cfg.tracking.enabled
+    ``sections``: the config sections logged as params (the whole config is logged as an artifact by the caller).
+    """
+
+    def __init__(self, cfg: Any, enabled: bool, sections: tuple[str, ...] = TRAINING_SECTIONS) -> None:
+        self.cfg, self.enabled, self.sections = cfg, enabled and cfg.tracking.enabled, sections
         self.run_id: str | None = None
         self.parent_id: str | None = None
+        self.experiment_id: str | None = None
+        self.monitor = None
         if not self.enabled:
             return
         from mlflow.tracking import MlflowClient
@@ -46,30 +57,23 @@ class Tracker:
         self.client = MlflowClient(tracking_uri=self.uri)
         self.run_file = out / "mlflow_run.json"
 
-    def _experiment_id(self) -> str:
-        name = self.cfg.tracking.experiment
-        exp = self.client.get_experiment_by_name(name)
-        if exp is not None:
-            return exp.experiment_id
-        artifacts = None
-        if self.uri.startswith("sqlite:"):
-            artifacts = (output_root(self.cfg.train.output_dir) / "mlartifacts").as_uri()
-        return self.client.create_experiment(name, artifact_location=artifacts)
-
-    def _parent(self, experiment_id: str) -> str:
+    def _parent(self, exp_id: str) -> str:
         key = self.cfg.tracking.parent_run or output_root(self.cfg.train.output_dir).name
-        found = self.client.search_runs([experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{key}'",
-                                        max_results=1)
+        tags = source_tags(ENTRY_POINT)
+        found = find_parent(self.client, exp_id, key)
         if found:
-            return found[0].info.run_id
-        run = self.client.create_run(experiment_id, run_name=key, tags={PARENT_TAG: key, **self.cfg.tracking.tags})
+            for k, v in tags.items():  # the code of the latest stage
+                self.client.set_tag(found, k, v)
+            return found
+        run = self.client.create_run(exp_id, run_name=key, tags={PARENT_TAG: key, KIND_TAG: "parent", **tags,
+                                                                 **self.cfg.tracking.tags})
         return run.info.run_id
 
     def start(self, resume: bool) -> None:
         if not self.enabled:
             return
-        experiment_id = self._experiment_id()
-        self.parent_id = self._parent(experiment_id)
+        self.experiment_id = experiment_id(self.client, self.cfg.tracking, self.uri)
+        self.parent_id = self._parent(self.experiment_id)
         self.client.update_run(self.parent_id, status="RUNNING")
         if resume and self.run_file.is_file():
             run_id = json.loads(self.run_file.read_text())["run_id"]
@@ -77,19 +81,27 @@ class Tracker:
                 self.run_id = run_id
                 self.client.update_run(self.run_id, status="RUNNING")
                 log.info("MLflow: resuming child run %s", self.run_id)
+                self._start_monitor(resume=True)
                 return
             log.warning("MLflow: run %s (from %s) no longer exists in %s; logging the resumed training to a new run",
                         run_id, self.run_file, self.uri)
         stage = self.cfg.train.stage
-        tags = {"mlflow.parentRunId": self.parent_id, "vexpress.stage": str(stage), **self.cfg.tracking.tags}
-        run = self.client.create_run(experiment_id, run_name=self.cfg.tracking.run_name or f"stage{stage}", tags=tags)
+        tags = {"mlflow.parentRunId": self.parent_id, "vexpress.stage": str(stage), KIND_TAG: "training",
+                **source_tags(ENTRY_POINT), **self.cfg.tracking.tags}
+        name = self.cfg.tracking.run_name or f"stage{stage}"
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
         self.run_id = run.info.run_id
         self.run_file.parent.mkdir(parents=True, exist_ok=True)
         self.run_file.write_text(json.dumps({"run_id": self.run_id, "parent_run_id": self.parent_id,
-                                             "tracking_uri": self.uri}))
-        self.log_params(flatten(self.cfg))
-        log.info("MLflow: experiment %s, parent %s, child run %s (%s)", self.cfg.tracking.experiment,
-                 self.parent_id, self.run_id, self.uri)
+                                             "tracking_uri": self.uri, "experiment_id": self.experiment_id,
+                                             "run_name": name, "stage": stage}))
+        self.log_params(params_of(self.cfg, self.sections))
+        self._start_monitor(resume=False)
+        log.info("MLflow: experiment %s, parent %s, child run %s; %s", self.cfg.tracking.experiment,
+                 self.parent_id, self.run_id, ui_hint(self.uri, self.experiment_id))
+
+    def _start_monitor(self, resume: bool) -> None:
+        self.monitor = start_system_metrics(self.cfg.tracking, self.run_id, self.uri, resume=resume)
 
     def _run_exists(self, run_id: str) -> bool:
         """False for a run deleted in the UI or a tracking store that no longer has it (e.g. a new database)."""
@@ -127,6 +139,9 @@ class Tracker:
             self.client.log_artifact(self.run_id, str(path), artifact_path)
 
     def end(self, status: str = "FINISHED") -> None:
+        if self.monitor is not None:
+            self.monitor.finish()  # flushes the last system metrics while the run is still open
+            self.monitor = None
         if self.enabled and self.run_id:
             self.client.set_terminated(self.run_id, status=status)
             # The parent is "running" only while one of its stages is; the next stage reopens it.

@@ -93,19 +93,13 @@ def check_trainable(modules: nn.Module, stage: int) -> dict[str, int]:
 
 
 def resolve_init_weights(init_from: str) -> Path:
-    """``train.init_from``: an export folder (five files), a checkpoint step folder, or a stage output folder."""
-    path = Path(init_from)
-    candidates = [path, path / "export"]
-    latest = path / "checkpoints" / LATEST
-    if latest.is_file():
-        candidates.append(path / "checkpoints" / latest.read_text().strip() / "export")
-    from model.checkpoints import find_checkpoint_file
+    """``train.init_from``: any ``--checkpoint`` form (a stage output folder, a step folder, an export folder)."""
+    from model.checkpoint_paths import resolve_checkpoint
 
-    for c in candidates:
-        if c.is_dir() and find_checkpoint_file(c, "denoising_unet") is not None:
-            return c
-    raise FileNotFoundError(f"train.init_from={init_from!r}: no exported weights found (looked in "
-                            f"{[str(c) for c in candidates]}); run the previous stage first")
+    try:
+        return resolve_checkpoint(init_from).weights
+    except OSError as exc:
+        raise FileNotFoundError(f"train.init_from={init_from!r}: {exc}; run the previous stage first") from exc
 
 
 def seed_everything(seed: int) -> None:
@@ -318,7 +312,7 @@ class Trainer:
 
         with self.engine.full_state_dict() as module:
             if self.is_main:
-                save_vexpress_weights(module.vexpress, folder, config=self.cfg.model)
+                save_vexpress_weights(module.vexpress, folder, config=self.cfg)  # the whole tree: generate/evaluate read it
 
     def prune_checkpoints(self) -> None:
         steps = sorted(p for p in self.ckpt_root.glob("step-*") if p.is_dir())

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # A lean MLflow tracking server over a database backend and an artifact store.
 #   bash infra/mlflow/server.sh [BACKEND_URI] [ARTIFACT_ROOT] [PORT] [HOST]
-# Defaults: the demo's sqlite store, artifacts beside it, 127.0.0.1:5000.
+# Defaults: the demo's sqlite store and its artifacts beside it (runs/demo/mlartifacts: where training and
+# evaluation put the artifacts of a sqlite store, infra/tracking.py), 127.0.0.1:5000.
+# Then open http://127.0.0.1:PORT/#/experiments/<id>?workflowType=machine_learning (the runs table).
 # For a team: BACKEND_URI=postgresql://user:pw@db:5432/mlflow ARTIFACT_ROOT=s3://bucket/mlflow (see docs/mlflow.md).
 set -euo pipefail
 BACKEND="${1:-sqlite:///$(pwd)/runs/demo/mlflow.db}"

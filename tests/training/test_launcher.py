@@ -1,5 +1,6 @@
 """End to end: the `deepspeed` launcher with 2 CPU ranks trains stage I -> II -> III on shards built from the
-embedded sample data (a real talking-face video with speech), leaving checkpoints and one MLflow experiment."""
+embedded sample data (a real talking-face video with speech), leaving checkpoints and one MLflow experiment; an
+evaluation of the stage III folder joins it, and an `mlflow server` on that store shows the whole story over REST."""
 
 from __future__ import annotations
 
@@ -64,7 +65,8 @@ def _launch(stage: int, shards: Path, root: Path, *extra: str) -> None:
     cmd = [launcher, "--num_gpus", "2", "--master_port", str(port), str(REPO / "training" / "run.py"),
            "--config", f"tiny/stage{stage}", f"data.shards={shards}", f"train.output_dir={root / f'stage{stage}'}",
            "train.max_steps=2", "train.checkpoint_every=1", "train.keep_last=2", "train.validate_every=2",
-           "train.validation_frames=4", "inference.num_inference_steps=2", "data.num_workers=1", *extra]
+           "train.validation_frames=4", "inference.num_inference_steps=2", "data.num_workers=1",
+           "tracking.system_metrics_interval_s=1", *extra]
     if stage > 1:
         cmd += [f"train.init_from={root / f'stage{stage - 1}'}"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
@@ -74,16 +76,24 @@ def _launch(stage: int, shards: Path, root: Path, *extra: str) -> None:
     assert not list(Path("/dev/shm").glob(f"deepspeed_allreduce_buffer_*_{port}_*"))
 
 
-@pytest.mark.slow
-def test_deepspeed_two_ranks_train_three_stages(sample_data_dir, tmp_path):
-    from mlflow.tracking import MlflowClient
-
+@pytest.fixture(scope="module")
+def trained(sample_data_dir, tmp_path_factory):
+    """Shards and the three trained stages (2 ranks each), shared by this module's tests."""
+    tmp_path = tmp_path_factory.mktemp("launcher")
     shards = _build_sample_shards(sample_data_dir, tmp_path / "shards")
     root = tmp_path / "runs"
     for stage in (1, 2, 3):
         extra = {1: [], 2: ["data.num_frames=4", "train.grad_accum=2"],
                  3: ["data.num_frames=4", "train.gradient_checkpointing=true", "train.zero_stage=2"]}[stage]
         _launch(stage, shards, root, *extra)
+    return shards, root
+
+
+@pytest.mark.slow
+def test_deepspeed_two_ranks_train_three_stages(trained):
+    from mlflow.tracking import MlflowClient
+
+    shards, root = trained
 
     for stage in (1, 2, 3):
         ckpts = root / f"stage{stage}" / "checkpoints"
@@ -104,6 +114,8 @@ def test_deepspeed_two_ranks_train_three_stages(sample_data_dir, tmp_path):
     for stage, run in enumerate(children, start=1):
         assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id and run.info.status == "FINISHED"
         assert run.data.params["train.stage"] == str(stage)
+        assert {k.split(".")[0] for k in run.data.params} == {"train", "data", "model", "count"}  # own sections
+        assert "system/cpu_utilization_percentage" in run.data.metrics  # tracking.system_metrics
         assert {"loss", "loss_mouth", "lr", "grad_norm", "samples_per_s", "step_time_s", "memory_gb"} <= set(
             run.data.metrics)
         assert len(client.get_metric_history(run.info.run_id, "loss")) == 2
@@ -111,3 +123,50 @@ def test_deepspeed_two_ranks_train_three_stages(sample_data_dir, tmp_path):
         assert {"config", "weights", "validation", "config.yaml"} <= artifacts
         videos = [a.path for a in client.list_artifacts(run.info.run_id, "validation")]
         assert videos == ["validation/step-000002.mp4", "validation/step-000002.png"]
+
+
+def _tags(run: dict) -> dict[str, str]:
+    return {t["key"]: t["value"] for t in run["data"].get("tags", [])}
+
+
+@pytest.mark.slow
+def test_mlflow_server_shows_one_story(trained, tmp_path):
+    """Training and evaluation in one store and experiment, as a user browses it: a lean `mlflow server` on the
+    store, checked over REST."""
+    from evaluation.run import main as evaluate
+    from tests.mlflow_server import mlflow_server
+
+    shards, root = trained
+    # No tracking settings: evaluation finds the training's store, experiment and parent through the checkpoint.
+    assert evaluate(["--checkpoint", str(root / "stage3"), "--test-set", f"holdout={shards}",
+                     f"eval.output_dir={tmp_path / 'eval'}", "eval.metrics=[kpsdis]", "eval.max_videos=1",
+                     "eval.max_frames=8", "eval.sweep_videos=0"]) == 0
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
+    with mlflow_server(f"sqlite:///{root / 'mlflow.db'}", root / "mlartifacts") as rest:
+        experiments = [e for e in rest.post("experiments/search", {"max_results": 100})["experiments"]
+                       if e["name"] != "Default"]
+        assert [e["name"] for e in experiments] == ["vexpress"]  # one experiment
+        exp = experiments[0]
+        assert "stage runs" in {t["key"]: t["value"] for t in exp["tags"]}["mlflow.note.content"]  # described
+        runs = rest.post("runs/search", {"experiment_ids": [exp["experiment_id"]], "max_results": 100})["runs"]
+        by_name = {r["info"]["run_name"]: r for r in runs}
+        assert set(by_name) == {"runs", "stage1", "stage2", "stage3", "eval stage3 step-000002"}
+        parent = by_name["runs"]["info"]["run_id"]
+        for name, run in by_name.items():
+            tags = _tags(run)
+            assert tags.get("mlflow.parentRunId") == (None if name == "runs" else parent), name
+            if commit.strip():
+                assert tags["mlflow.source.git.commit"] == commit.strip(), name
+        for stage in (1, 2, 3):
+            run = by_name[f"stage{stage}"]
+            params = {p["key"] for p in run["data"]["params"]}
+            assert "train.lr" in params and {k.split(".")[0] for k in params} == {"train", "data", "model", "count"}
+        evaluation = by_name["eval stage3 step-000002"]
+        assert _tags(evaluation)["vexpress.checkpoint_step"] == "2"
+        assert {m["key"] for m in evaluation["data"]["metrics"]} >= {"holdout/num_videos", "holdout/kpsdis"}
+        stage3 = by_name["stage3"]["info"]["run_id"]
+        listed = rest.get("artifacts/list", run_id=stage3, path="validation")["files"]
+        assert [f["path"] for f in listed] == ["validation/step-000002.mp4", "validation/step-000002.png"]
+        video = rest.raw(f"get-artifact?path=validation/step-000002.mp4&run_uuid={stage3}")  # what the UI plays
+        assert video[4:8] == b"ftyp" and len(video) == listed[0]["file_size"]
+        assert b"<html" in rest.raw("/").lower()  # the UI the printed runs-table URL opens
