@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
-import resource
 import time
 from pathlib import Path
 
@@ -90,7 +89,16 @@ def run_row(args: tuple) -> dict:
     return {"name": name, "frames": frames, "seconds_per_frame": seconds / frames,
             "full_evals": result.stats.frame_evaluations / frames,
             "shallow_evals": result.stats.shallow_frame_evaluations / frames,
-            "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+            "peak_rss_gib": peak_rss_gib()}
+
+
+def peak_rss_gib() -> float:
+    """This process's resident-set high-water mark. Not ``getrusage``: its ``ru_maxrss`` keeps the parent's peak
+    across fork + exec, so every spawned row would report the launcher's memory."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 2**20
+    return float("nan")
 
 
 def heldout(demo: Path, size: int) -> tuple[dict, np.ndarray]:
