@@ -63,7 +63,8 @@ def _cfg(tmp_path, test_sets, extra=()):
 
     return load("tiny/stage3", [
         f"eval.test_set=shards_set={test_sets['shards']},folder_set={test_sets['folder']}",
-        f"eval.output_dir={tmp_path / 'eval'}", "eval.max_frames=20", "eval.fid_dims=64",
+        f"eval.output_dir={tmp_path / 'eval'}", f"tracking.tracking_uri=sqlite:///{tmp_path / 'eval'}/mlflow.db",
+        "eval.max_frames=20", "eval.fid_dims=64",
         "eval.fvd_clip_frames=8", "eval.audio_weight_sweep=[0.0,3.0]", "inference.num_inference_steps=1",
         "inference.audio_attention_weight=3.0", *extra])
 
@@ -134,6 +135,7 @@ def test_cli_stylegan_v_protocol_writes_floor_and_sync_columns(tmp_path, two_sou
     save_vexpress_weights(build_modules(cfg.model), ckpt, config=cfg.model)
     rc = main(["--config", "tiny/stage3", "--checkpoint", str(ckpt), "--test-set", f"sample={two_source_shards}",
                "eval.protocol=stylegan-v", f"eval.output_dir={tmp_path / 'eval'}", "eval.max_frames=20",
+               f"tracking.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
                "eval.fid_dims=64", "eval.sweep_videos=0", "eval.sync_min_track=10", "inference.num_inference_steps=1"])
     assert rc == 0, capsys.readouterr().err
     table = (tmp_path / "eval" / "table1.txt").read_text()

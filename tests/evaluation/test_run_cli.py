@@ -6,16 +6,16 @@ from evaluation.run import main
 
 
 def test_missing_test_set_is_a_clear_error(tmp_path, capsys):
-    rc = main(["--config", "tiny/stage3", "--test-set", str(tmp_path / "nowhere"),
-               f"eval.output_dir={tmp_path}", "eval.metrics=[fid]", "eval.fid_dims=64"])
+    rc = main(["--config", "tiny/stage3", "--test-set", str(tmp_path / "nowhere"), f"eval.output_dir={tmp_path}",
+               f"tracking.tracking_uri=sqlite:///{tmp_path}/mlflow.db", "eval.metrics=[fid]", "eval.fid_dims=64"])
     assert rc == 2
     assert "nowhere: test set folder not found" in capsys.readouterr().err
 
 
 def test_empty_folder_and_bad_override(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
-    rc = main(["--test-set", str(tmp_path / "empty"), f"eval.output_dir={tmp_path}", "eval.metrics=[fid]",
-               "eval.fid_dims=64"])
+    rc = main(["--test-set", str(tmp_path / "empty"), f"eval.output_dir={tmp_path}",
+               f"tracking.tracking_uri=sqlite:///{tmp_path}/mlflow.db", "eval.metrics=[fid]", "eval.fid_dims=64"])
     assert rc == 2 and "no videos" in capsys.readouterr().err
     rc = main(["--test-set", str(tmp_path / "empty"), "eval.fid_dims=100"])
     assert rc == 2 and "eval.fid_dims" in capsys.readouterr().err
