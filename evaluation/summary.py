@@ -214,7 +214,6 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import json
     import logging
-    import sys
     from pathlib import Path
 
     ap = argparse.ArgumentParser(prog="python -m evaluation.summary", description=__doc__.split("\n\n")[0])
@@ -229,23 +228,22 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     from PIL import Image
 
-    from infra.config import ConfigError
+    from infra.cli import run_cli
     from infra.config_tree import load
     from perception.media import MediaError, read_frames
 
-    try:
+    def run() -> int:
         cfg = load(args.config, args.overrides)
         generated = read_frames(args.generated)
         other = np.asarray(Image.open(args.other_reference).convert("RGB"))
         other = cv2.resize(other, (cfg.model.resolution,) * 2, interpolation=cv2.INTER_AREA)
         summary = summarize_demo(cfg, args.checkpoint, args.test_shards, generated, other)
-    except (ConfigError, MediaError, ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    strict = {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in summary.items()}
-    Path(args.output).write_text(json.dumps(strict, indent=2, allow_nan=False) + "\n")
-    print(format_summary(summary))
-    return 0
+        strict = {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in summary.items()}
+        Path(args.output).write_text(json.dumps(strict, indent=2, allow_nan=False) + "\n")
+        print(format_summary(summary))
+        return 0
+
+    return run_cli("evaluation.summary", run, user_errors=(MediaError,))
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ import json
 import logging
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -196,16 +195,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("overrides", nargs="*", help="dot-list overrides, e.g. vae.max_steps=500")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    from infra.config import ConfigError
+    from infra.cli import run_cli
     from infra.config_tree import load
 
-    try:
-        cfg = load(args.config, args.overrides)
-        VaeFitter(cfg).run()
-    except (ConfigError, ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    def fit() -> int:
+        VaeFitter(load(args.config, args.overrides)).run()
+        return 0
+
+    return run_cli("training.fit_vae", fit)
 
 
 if __name__ == "__main__":

@@ -49,16 +49,23 @@ def test_loss_halves_on_a_fixed_batch_with_fixed_noise(synthetic_shards, tmp_pat
     assert min(losses[-5:]) <= 0.5 * losses[0], losses
 
 
-def test_stage_two_changes_exactly_its_group_and_keeps_stage_one(synthetic_shards, tmp_path):
+def _trained_stage1(synthetic_shards, out) -> dict[str, torch.Tensor]:
+    """One stage I step into ``out``; its exported weights by parameter name (what later stages start from)."""
     from model.build import build_modules
     from model.checkpoints import load_vexpress_weights
-    from model.stages import trainable_parameter_names
     from training.trainer import Trainer, resolve_init_weights
 
-    Trainer(_cfg(synthetic_shards, tmp_path / "stage1", 1, "train.max_steps=1")).run()
+    Trainer(_cfg(synthetic_shards, out, 1, "train.max_steps=1")).run()
     stage1 = build_modules(load("tiny/stage1").model, pretrained=False)
-    load_vexpress_weights(stage1, resolve_init_weights(str(tmp_path / "stage1")))
-    before = {k: v.clone() for k, v in stage1.named_parameters()}
+    load_vexpress_weights(stage1, resolve_init_weights(str(out)))
+    return {k: v.clone() for k, v in stage1.named_parameters()}
+
+
+def test_stage_two_changes_exactly_its_group_and_keeps_stage_one(synthetic_shards, tmp_path):
+    from model.stages import trainable_parameter_names
+    from training.trainer import Trainer
+
+    before = _trained_stage1(synthetic_shards, tmp_path / "stage1")
 
     trainer = Trainer(_cfg(synthetic_shards, tmp_path / "stage2", 2, "train.max_steps=3", "train.lr=1e-3",
                            f"train.init_from={tmp_path / 'stage1'}"))
@@ -77,14 +84,9 @@ def test_stage_two_changes_exactly_its_group_and_keeps_stage_one(synthetic_shard
 
 
 def test_stage_three_trains_all_but_the_reference_net_up_blocks_3(synthetic_shards, tmp_path):
-    from model.build import build_modules
-    from model.checkpoints import load_vexpress_weights
-    from training.trainer import Trainer, resolve_init_weights
+    from training.trainer import Trainer
 
-    Trainer(_cfg(synthetic_shards, tmp_path / "stage1", 1, "train.max_steps=1")).run()
-    before = build_modules(load("tiny/stage1").model, pretrained=False)
-    load_vexpress_weights(before, resolve_init_weights(str(tmp_path / "stage1")))
-    before = {k: v.clone() for k, v in before.named_parameters()}
+    before = _trained_stage1(synthetic_shards, tmp_path / "stage1")
     trainer = Trainer(_cfg(synthetic_shards, tmp_path / "stage3", 3, "train.max_steps=2", "train.lr=1e-3",
                            f"train.init_from={tmp_path / 'stage1'}"))
     trainer.run()
